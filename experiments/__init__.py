@@ -1,0 +1,1 @@
+"""experiments: the mdvi-lab command line, experiment configs, results and plots."""

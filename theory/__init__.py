@@ -1,0 +1,1 @@
+"""theory: G-optimal design, sample-complexity bounds and exponent fitting."""
