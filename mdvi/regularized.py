@@ -43,6 +43,16 @@ def _check_real(name: str, value: float) -> float:
     return value
 
 
+def kl_entropy_to_munchausen(kl_weight, entropy_weight):
+    """``(tau, kappa) -> (tau_M, alpha_M) = (tau + kappa, tau / (tau + kappa))``.
+
+    The arithmetic behind :class:`Regularization`, without validation so it also runs on
+    traced arrays (hyperparameter sweeps vmapped over ``kl_weight``). Needs ``tau + kappa > 0``.
+    """
+    temperature = kl_weight + entropy_weight
+    return temperature, kl_weight / temperature
+
+
 @dataclasses.dataclass(frozen=True)
 class Regularization:
     """KL-entropy regularization of the greedy step, stored as ``(alpha, beta)``.
@@ -85,10 +95,10 @@ class Regularization:
         for name, value in (("kl_weight (tau)", tau), ("entropy_weight (kappa)", kappa)):
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
-        total = tau + kappa
-        if total == 0.0:
+        if tau + kappa == 0.0:
             return cls(alpha=0.0, beta=math.inf)
-        return cls(alpha=tau / total, beta=1.0 / total)
+        temperature, alpha = kl_entropy_to_munchausen(tau, kappa)
+        return cls(alpha=alpha, beta=1.0 / temperature)
 
     @classmethod
     def from_munchausen(cls, temperature: float, munchausen_alpha: float) -> Regularization:
