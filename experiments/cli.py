@@ -13,11 +13,15 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("experiments.demo", "DemoConfig", "run"),
     "tabular": ("experiments.tabular", "TabularConfig", "run"),
+    "minatar": ("experiments.minatar", "MinAtarConfig", "run"),
+    "minatar-report": ("experiments.minatar", "MinAtarReportConfig", "report"),
 }
 
 DESCRIPTIONS = {
     "demo": "A tour: one short run per capability, ending in results/demo/REPORT.md.",
     "tabular": "Exact and sampled MDVI on a tabular MDP; gap per iteration, CSV/JSON/PNG.",
+    "minatar": "DQN / M-DQN (+DVW) on a MinAtar game, vmapped seeds, checkpoint/resume.",
+    "minatar-report": "Side-by-side learning curves of finished MinAtar runs.",
 }
 
 
