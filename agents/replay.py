@@ -57,25 +57,28 @@ def replay_add(
     """Write one transition at ``position`` (overwriting the oldest once full)."""
     chex.assert_equal_shape([obs, next_obs])
     i = state.position
-    dtype = state.obs.dtype
+    write = lambda buffer, value: jax.lax.dynamic_update_index_in_dim(buffer, value.astype(buffer.dtype), i, 0)  # noqa: E731
     return ReplayState(
-        obs=state.obs.at[i].set(obs.astype(dtype)),
-        next_obs=state.next_obs.at[i].set(next_obs.astype(dtype)),
-        action=state.action.at[i].set(action.astype(jnp.int32)),
-        reward=state.reward.at[i].set(reward.astype(jnp.float32)),
-        terminated=state.terminated.at[i].set(terminated.astype(bool)),
+        obs=write(state.obs, obs),
+        next_obs=write(state.next_obs, next_obs),
+        action=write(state.action, jnp.asarray(action)),
+        reward=write(state.reward, jnp.asarray(reward)),
+        terminated=write(state.terminated, jnp.asarray(terminated)),
         position=(i + 1) % state.capacity,
         size=jnp.minimum(state.size + 1, state.capacity),
     )
 
 
-def replay_sample(state: ReplayState, key: jax.Array, batch_size: int, obs_dtype=jnp.float32) -> Batch:
-    """``batch_size`` transitions drawn uniformly with replacement from the filled slots."""
+def replay_sample(state: ReplayState, key: jax.Array, batch_size: int) -> Batch:
+    """``batch_size`` transitions drawn uniformly with replacement from the filled slots.
+
+    Observations come back in the storage dtype (``uint8``); convert where they are used.
+    """
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
     return Batch(
-        obs=state.obs[idx].astype(obs_dtype),
+        obs=state.obs[idx],
         action=state.action[idx],
         reward=state.reward[idx],
-        next_obs=state.next_obs[idx].astype(obs_dtype),
+        next_obs=state.next_obs[idx],
         terminated=state.terminated[idx],
     )

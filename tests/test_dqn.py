@@ -109,6 +109,7 @@ def test_plain_dqn_update_is_an_adam_step_on_the_rlax_loss():
     new_state, stats = jax.jit(agent.update)(state, key)
 
     batch = replay_sample(state.replay, key, agent.config.batch_size)
+    batch = batch._replace(obs=batch.obs.astype(jnp.float32), next_obs=batch.next_obs.astype(jnp.float32))
     q_params = jax.tree.map(lambda x: x[0], state.params.trained)
     target_params = jax.tree.map(lambda x: x[0], state.params.frozen)
     discount = agent.config.gamma * (1.0 - batch.terminated.astype(jnp.float32))

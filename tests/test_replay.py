@@ -39,7 +39,7 @@ def test_samples_come_only_from_filled_slots_and_are_uniform():
     np.testing.assert_array_equal(np.asarray(batch.reward), actions.astype(np.float32))
     np.testing.assert_array_equal(np.asarray(batch.obs[:, 0]), actions)
     np.testing.assert_array_equal(np.asarray(batch.terminated), actions % 3 == 0)
-    assert batch.obs.dtype == jnp.float32
+    assert batch.obs.dtype == jnp.uint8  # storage dtype; the agent converts
 
 
 def test_add_works_inside_jit_and_scan():
