@@ -66,7 +66,9 @@ def main(argv=None):
                "final_eval_return_sd": float(np.std(returns)) if returns else float("nan")}
         table.append(row)
         records.append(record(f"{config.algorithm} aggregate SPS ({args.seeds} seeds, {device})", aggregate, "steps/s"))
-        records.append(record(f"{config.algorithm} final greedy return after {steps} steps/seed", row["final_eval_return"], "return"))
+        records.append(
+            record(f"{config.algorithm} final greedy return after {steps} steps/seed", row["final_eval_return"], "return")
+        )
     print("\nalgorithm   steps/seed  seeds  aggregate SPS  final greedy return (mean, sd over seeds)")
     for row in table:
         print(f"{row['algorithm']:10s} {row['steps_per_seed']:>10d} {row['seeds']:>6d} {row['aggregate_sps']:>14.0f}  "
