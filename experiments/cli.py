@@ -13,11 +13,13 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("experiments.demo", "DemoConfig", "run"),
     "tabular": ("experiments.tabular", "TabularConfig", "run"),
+    "lm-irl": ("experiments.lm_irl", "LMIRLConfig", "run"),
 }
 
 DESCRIPTIONS = {
     "demo": "A tour: one short run per capability, ending in results/demo/REPORT.md.",
     "tabular": "Exact and sampled MDVI on a tabular MDP; gap per iteration, CSV/JSON/PNG.",
+    "lm-irl": "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity.",
 }
 
 
