@@ -226,7 +226,7 @@ def make_loss(config: LMConfig):
 
 def make_optimizer(config: LMConfig) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, min(config.warmup_steps, config.steps), config.steps, config.learning_rate * 0.1
+        0.0, config.learning_rate, min(config.warmup_steps, config.steps - 1), config.steps, config.learning_rate * 0.1
     )
     return optax.chain(
         optax.clip_by_global_norm(config.max_grad_norm),
@@ -235,9 +235,13 @@ def make_optimizer(config: LMConfig) -> optax.GradientTransformation:
 
 
 class TrainState(NamedTuple):
+    """Parameters, optimizer state, the run's key and the number of intervals done (interval
+    ``i`` uses ``fold_in(key, i)``, so chunked runs equal one run)."""
+
     params: dict
     opt_state: tuple
     key: Array
+    intervals_done: Array
 
 
 class TrainOutput(NamedTuple):
@@ -275,7 +279,7 @@ def make_trainer(config: LMConfig, evaluate: Callable | None = None) -> Trainer:
         check(tokens)
         key_init, key_train = jax.random.split(key)
         params = init(key_init, shift_right(tokens[:1], config.bos))
-        return TrainState(params, optimizer.init(params), key_train)
+        return TrainState(params, optimizer.init(params), key_train, jnp.zeros((), jnp.int32))
 
     def run(state: TrainState, tokens: Array, lam, num_sequences, intervals: int):
         check(tokens)
@@ -297,11 +301,10 @@ def make_trainer(config: LMConfig, evaluate: Callable | None = None) -> Trainer:
                 row.update(evaluate(carry[0], key_eval))
             return carry, row
 
-        key, key_chunk = jax.random.split(state.key)
-        (params, opt_state), curves = jax.lax.scan(
-            interval, (state.params, state.opt_state), jax.random.split(key_chunk, intervals)
-        )
-        return TrainState(params, opt_state, key), curves
+        index = state.intervals_done + jnp.arange(intervals)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(state.key, index)
+        (params, opt_state), curves = jax.lax.scan(interval, (state.params, state.opt_state), keys)
+        return TrainState(params, opt_state, state.key, state.intervals_done + intervals), curves
 
     return Trainer(init_state, run)
 

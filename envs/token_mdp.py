@@ -33,6 +33,7 @@ per-step entropies come from the forward (filtering) recursion, in one ``lax.sca
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -313,30 +314,38 @@ def random_oracle(
 # ---------------------------------------------------------------------------------------------
 
 
+def _safe_log(p: Array) -> Array:
+    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnums=2)
 def sample(oracle: TokenOracle, key: Array, num_sequences: int) -> Array:
-    """Draw ``num_sequences`` oracle sequences ``[N, T]`` (int32, padded with ``EOS``); jittable."""
-    T = oracle.window
-    log_transition = jnp.log(oracle.transition)
-    log_emission = jnp.log(oracle.emission)
+    """Draw ``num_sequences`` oracle sequences ``[N, T]`` (int32, padded with ``EOS``); jitted.
 
-    def one(key):
-        key_h, key_steps = jax.random.split(key)
-        h0 = jax.random.categorical(key_h, jnp.log(oracle.initial))
+    All randomness is drawn up front (Gumbel-max for categorical draws, uniforms for the end
+    of a sequence), so the scan over positions holds no random-number generation.
+    """
+    T, N = oracle.window, num_sequences
+    log_transition = _safe_log(oracle.transition)
+    log_emission = _safe_log(oracle.emission)
+    # One uniform draw (one RNG call site compiles fastest), turned into Gumbel noise.
+    H, A = oracle.num_hidden, oracle.num_actions
+    u = jax.random.uniform(key, (T + 1, N, 1 + A + H), minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+    gumbel = -jnp.log(-jnp.log(u))
+    h0 = jnp.argmax(_safe_log(oracle.initial) + gumbel[0, :, :H], axis=-1)
+    stop_noise, token_noise, next_noise = u[1:, :, 0], gumbel[1:, :, 1 : 1 + A], gumbel[1:, :, 1 + A :]
 
-        def body(carry, inputs):
-            h, done = carry
-            t, key = inputs
-            key_eos, key_tok, key_next = jax.random.split(key, 3)
-            stop = done | jax.random.bernoulli(key_eos, oracle.eos_probs[t])
-            token = jax.random.categorical(key_tok, log_emission[h])
-            action = jnp.where(stop, EOS, token)
-            h_next = jax.random.categorical(key_next, log_transition[h])
-            return (h_next, stop), action
+    def body(carry, inputs):
+        h, done = carry
+        t, stop_u, token_g, next_g = inputs
+        stop = done | (stop_u < oracle.eos_probs[t])
+        token = jnp.argmax(log_emission[h] + token_g, axis=-1)
+        h_next = jnp.argmax(log_transition[h] + next_g, axis=-1)
+        return (h_next, stop), jnp.where(stop, EOS, token)
 
-        _, actions = jax.lax.scan(body, (h0, jnp.asarray(False)), (jnp.arange(T), jax.random.split(key_steps, T)))
-        return actions.astype(jnp.int32)
-
-    return jax.vmap(one)(jax.random.split(key, num_sequences))
+    init = (h0, jnp.zeros((N,), dtype=bool))
+    _, actions = jax.lax.scan(body, init, (jnp.arange(T), stop_noise, token_noise, next_noise))
+    return actions.T.astype(jnp.int32)
 
 
 class OracleScores(NamedTuple):
@@ -360,10 +369,6 @@ class OracleScores(NamedTuple):
         return jnp.sum(jnp.where(self.mask > 0, self.step_log_probs, 0.0), axis=-1)
 
 
-def _safe_log(p: Array) -> Array:
-    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
-
-
 def score(oracle: TokenOracle, tokens: Array) -> OracleScores:
     """Exact next-action distributions, log-probabilities and entropies along ``tokens``.
 
@@ -376,6 +381,14 @@ def score(oracle: TokenOracle, tokens: Array) -> OracleScores:
     tokens = jnp.atleast_2d(tokens)
     if tokens.shape[-1] != oracle.window:
         raise ValueError(f"tokens must have T = max_length + 1 = {oracle.window} positions, got {tokens.shape[-1]}")
+    scores = _score(oracle, tokens)
+    if squeeze:
+        scores = OracleScores(*(x[0] for x in scores))
+    return scores
+
+
+@jax.jit
+def _score(oracle: TokenOracle, tokens: Array) -> OracleScores:
     mask = sequence_mask(tokens)
     is_eos_column = jnp.arange(oracle.num_actions) == EOS
 
@@ -400,10 +413,7 @@ def score(oracle: TokenOracle, tokens: Array) -> OracleScores:
     log_probs, step_log_probs, entropy = jax.vmap(one)(tokens)
     step_log_probs = jnp.where(mask > 0, step_log_probs, 0.0)
     entropy = entropy * mask
-    scores = OracleScores(log_probs, step_log_probs, entropy, mask)
-    if squeeze:
-        scores = OracleScores(*(x[0] for x in scores))
-    return scores
+    return OracleScores(log_probs, step_log_probs, entropy, mask)
 
 
 def log_likelihood(oracle: TokenOracle, tokens: Array) -> Array:

@@ -309,8 +309,10 @@ def _tidy(config, variants, curves, final):
                     temperature = 1.0 if metric.startswith("sample") else ""
                     rows.append({**base, "step": int(step), "temperature": temperature, "metric": metric, "value": float(value)})
             result = final[(v, s)]
-            for metric in ("reward_spearman", "heldout_nll"):
-                rows.append({**base, "step": config.steps, "temperature": "", "metric": metric, "value": result[metric]})
+            # (the final held-out NLL is the last point of the heldout_nll curve)
+            rows.append(
+                {**base, "step": config.steps, "temperature": "", "metric": "reward_spearman", "value": result["reward_spearman"]}
+            )
             for point in result["per_temperature"]:
                 for metric, value in point.items():
                     if metric != "temperature":
@@ -461,8 +463,6 @@ def _plot(config, run_dir, rows, points, oracle_reference) -> dict:
     curve_frame = pd.DataFrame(
         [r for r in rows if r["metric"] in ("heldout_nll", "sample_quality", "td_squared") and r["step"] <= config.steps]
     )
-    curve_frame = curve_frame[curve_frame.temperature.isin([1.0, ""])]
-    curve_frame = curve_frame[~((curve_frame.metric == "heldout_nll") & (curve_frame.temperature == ""))]
     curve_frame["lambda"] = curve_frame["lam"].map(lambda x: "MLE (0)" if x == 0 else f"{x:g}")
     titles = {
         "heldout_nll": "held-out NLL / token",
