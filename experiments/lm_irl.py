@@ -76,7 +76,7 @@ class LMIRLConfig:
     """Vmapped seeds per (data size, lambda)."""
     seed: int = 0
     """Master seed (data, initialisation, batches, samples)."""
-    steps: int = 1000
+    steps: int = 600
     """Optimizer steps per model."""
     batch_size: int = 32
     """Sequences per step."""
@@ -96,7 +96,7 @@ class LMIRLConfig:
     """Sampling temperatures of the final evaluation (must include 1.0)."""
     bleu_order: int = 4
     """Self-BLEU's n-gram order."""
-    chunk: int = 200
+    chunk: int = 100
     """Steps per jitted call (progress-bar granularity; a multiple of eval_every)."""
     out: Path = Path("results/lm_irl")
     """Output folder."""
@@ -511,9 +511,11 @@ def demo_section(out: Path):
         data_sizes=(256,),
         lambdas=(0.0, 1.0),
         seeds=2,
-        steps=300,
-        chunk=300,
+        steps=200,
+        chunk=200,
         eval_every=100,
+        curve_samples=32,
+        heldout_size=256,
         final_samples=128,
         temperatures=(0.85, 1.0, 1.15),
         progress=False,
