@@ -1,14 +1,10 @@
-"""Haiku networks of the lab's agents.
+"""Every network of the lab, each as pure ``(init, apply)`` functions (Haiku transforms).
 
-Pattern shared by every network here: a function takes the architecture's hyperparameters and
-returns pure ``(init, apply)`` functions (``hk.without_apply_rng(hk.transform(...))``), so
-parameters are explicit pytrees that can be vmapped over seeds and updated with optax.
+Keeping all Haiku code behind this module means a later move to another network library
+changes one file. Callers never see Haiku modules, only ``hk.Transformed`` pairs.
 """
 
 from __future__ import annotations
-
-import math
-from typing import Literal
 
 import haiku as hk
 import jax
@@ -22,7 +18,7 @@ import jax.numpy as jnp
 def sinusoidal_positions(length: int, width: int) -> jax.Array:
     """Fixed sinusoidal position encodings ``[length, width]`` (Vaswani et al. 2017, Sec. 3.5)."""
     position = jnp.arange(length)[:, None]
-    rate = jnp.exp(-math.log(10_000.0) * jnp.arange(0, width, 2) / width)
+    rate = jnp.exp(-jnp.log(10_000.0) * jnp.arange(0, width, 2) / width)
     angles = position * rate[None]
     encoding = jnp.zeros((length, width))
     encoding = encoding.at[:, 0::2].set(jnp.sin(angles))
@@ -45,7 +41,7 @@ class _DecoderLM(hk.Module):
         self.positions = positions
         init_scale = 0.02
         self.w_init = hk.initializers.TruncatedNormal(init_scale)
-        self.projection_init = hk.initializers.TruncatedNormal(init_scale / math.sqrt(2 * num_layers))
+        self.projection_init = hk.initializers.TruncatedNormal(init_scale / (2 * num_layers) ** 0.5)
 
     def _layer_norm(self, name):
         return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, name=name)
@@ -87,7 +83,7 @@ class _DecoderLM(hk.Module):
         causal = jnp.tril(jnp.ones((length, length), dtype=bool))
         for layer in range(self.num_layers):
             q, k, v = self._qkv(self._layer_norm(f"ln_attn_{layer}")(x), layer)  # [..., T, H, K]
-            scores = jnp.einsum("...thk,...shk->...hts", q, k) / math.sqrt(self.key_size)
+            scores = jnp.einsum("...thk,...shk->...hts", q, k) / self.key_size**0.5
             scores = jnp.where(causal, scores, -1e30)
             heads = jnp.einsum("...hts,...shk->...thk", jax.nn.softmax(scores, axis=-1), v)
             x = x + self._attention_out(heads, layer)
@@ -104,7 +100,7 @@ class _DecoderLM(hk.Module):
             q, k, v = self._qkv(self._layer_norm(f"ln_attn_{layer}")(x), layer)  # [B, H, K]
             keys = keys.at[layer, :, position].set(k)
             values = values.at[layer, :, position].set(v)
-            scores = jnp.einsum("bhk,bshk->bhs", q, keys[layer]) / math.sqrt(self.key_size)
+            scores = jnp.einsum("bhk,bshk->bhs", q, keys[layer]) / self.key_size**0.5
             scores = jnp.where(visible, scores, -1e30)
             heads = jnp.einsum("bhs,bshk->bhk", jax.nn.softmax(scores, axis=-1), values[layer])
             x = x + self._attention_out(heads, layer)
@@ -138,7 +134,7 @@ def transformer_lm(
     width: int = 64,
     num_heads: int = 4,
     mlp_multiple: int = 4,
-    positions: Literal["learned", "sinusoidal"] = "learned",
+    positions: str = "learned",
 ) -> hk.Transformed:
     """A decoder-only (causal, pre-LayerNorm) transformer language model.
 
@@ -164,7 +160,7 @@ def transformer_lm_decoder(
     width: int = 64,
     num_heads: int = 4,
     mlp_multiple: int = 4,
-    positions: Literal["learned", "sinusoidal"] = "learned",
+    positions: str = "learned",
 ) -> hk.Transformed:
     """Incremental decoding for :func:`transformer_lm` with the same arguments (same parameters).
 
