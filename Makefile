@@ -28,6 +28,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tabular.py
 	$(BIN)/python benchmarks/minatar.py
+	$(BIN)/python benchmarks/lm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tabular": ("experiments.tabular", "TabularConfig", "run"),
     "minatar": ("experiments.minatar", "MinAtarConfig", "run"),
     "minatar-report": ("experiments.minatar", "MinAtarReportConfig", "report"),
+    "lm-irl": ("experiments.lm_irl", "LMIRLConfig", "run"),
 }
 
 DESCRIPTIONS = {
@@ -22,6 +23,7 @@ DESCRIPTIONS = {
     "tabular": "Exact and sampled MDVI on a tabular MDP; gap per iteration, CSV/JSON/PNG.",
     "minatar": "DQN / M-DQN (+DVW) on a MinAtar game, vmapped seeds, checkpoint/resume.",
     "minatar-report": "Side-by-side learning curves of finished MinAtar runs.",
+    "lm-irl": "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity.",
 }
 
 

@@ -29,6 +29,7 @@ class DemoSection:
 SECTIONS: list[tuple[str, str]] = [
     ("experiments.tabular", "demo_section"),
     ("experiments.minatar", "demo_section"),
+    ("experiments.lm_irl", "demo_section"),
 ]
 
 

@@ -1,0 +1,430 @@
+"""Token-level MDPs with an exact oracle language model (synthetic, sparse hidden-Markov sources).
+
+Token-level MDP (Wulfmeier et al. 2024, arXiv 2409.01369, Sec. 3): the state ``s_t`` is the
+prefix ``x_{<t}``, the action ``a_t = x_t`` is the next token, transitions are deterministic
+(``s_{t+1} = s_t + [a_t]``) and the episode ends with the end-of-sequence action ``EOS``; the
+value of every state after ``EOS`` is 0. With the oracle's log-probabilities as reward and
+temperature 1, the oracle is the soft-optimal policy of this MDP and its soft value is 0 in every
+state (``V(s) = log sum_a p(a|s) exp(0) = 0``), so its log-probabilities are the "true reward"
+a recovered reward can be compared with.
+
+Conventions (used by every module of the lab that handles token sequences):
+  * actions are ``0 .. num_actions - 1``; ``EOS = 0``; regular tokens are ``1 .. vocab_size``,
+    so ``num_actions = vocab_size + 1``;
+  * a batch of sequences is an integer array ``tokens[N, T]`` with ``T = max_length + 1`` (room
+    for ``max_length`` regular tokens and the final ``EOS``); position ``t`` holds the action
+    taken in state ``x_{<t}``;
+  * positions after the first ``EOS`` are padding: they hold ``EOS`` too (``PAD = EOS``) and are
+    excluded by :func:`sequence_mask`, which is 1 up to *and including* the first ``EOS``;
+  * :func:`continuation_mask` is 1 where the successor state ``s_{t+1}`` is not terminal (the
+    action is a regular token inside the window); ``V(s_{t+1})`` counts only there.
+
+Oracle: a hidden-Markov source. A hidden state ``h_0 ~ initial``; at step ``t`` the sequence ends
+with probability ``eos_t`` (0 before ``min_length``, a constant hazard in between, 1 at
+``max_length``), otherwise it emits a regular token ``x_t ~ emission[h_t]`` and moves on,
+``h_{t+1} ~ transition[h_t]``. Emissions and transitions are sparse (a few random supports with
+softmax(g / temperature) weights, ``g ~ N(0, 1)``; the temperature tunes the entropy) and every
+emission is smoothed with ``smoothing / vocab_size`` on all tokens, so any token sequence inside
+the length window has a finite log-likelihood. A first-order Markov chain over tokens is the
+special case ``hidden state = last token`` with identity emissions (``kind="markov"``; its
+smoothing is put on the transitions instead). Exact likelihoods, next-token distributions and
+per-step entropies come from the forward (filtering) recursion, in one ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+EOS = 0
+"""The end-of-sequence action; also the padding value after the first EOS."""
+PAD = EOS
+"""Padding value: positions after the first EOS hold EOS and are masked out."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-level MDP semantics
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def validate_tokens(tokens, num_actions: int | None = None, *, require_eos: bool = False) -> Array:
+    """Check a ``[T]`` or ``[N, T]`` integer token array; return it as a JAX int32 array.
+
+    Raises:
+      ValueError: for a non-integer dtype, a rank other than 1 or 2, an empty time axis, values
+        outside ``[0, num_actions)`` or (with ``require_eos``) a sequence with no ``EOS``.
+    """
+    if _is_concrete(tokens):
+        array = np.asarray(tokens)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"tokens must be integers, got dtype {array.dtype}")
+        if array.ndim not in (1, 2):
+            raise ValueError(f"tokens must have shape [T] or [N, T], got shape {array.shape}")
+        if array.shape[-1] == 0:
+            raise ValueError("tokens need at least one position (T >= 1)")
+        if array.size and array.min() < 0:
+            raise ValueError(f"token ids must be >= 0, found {array.min()}")
+        if num_actions is not None and array.size and array.max() >= num_actions:
+            raise ValueError(f"token ids must be < num_actions = {num_actions}, found {array.max()}")
+        if require_eos and not np.all(np.any(array == EOS, axis=-1)):
+            first = int(np.argmin(np.any(np.atleast_2d(array) == EOS, axis=-1)))
+            raise ValueError(f"every sequence must contain EOS (= {EOS}) within its window; sequence {first} has none")
+        return jnp.asarray(array, dtype=jnp.int32)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
+    if tokens.ndim not in (1, 2):
+        raise ValueError(f"tokens must have shape [T] or [N, T], got shape {tokens.shape}")
+    return tokens.astype(jnp.int32)
+
+
+def sequence_mask(tokens: Array) -> Array:
+    """1.0 at every real action (up to and including the first ``EOS``), 0.0 on padding."""
+    tokens = jnp.asarray(tokens)
+    is_eos = (tokens == EOS).astype(jnp.int32)
+    eos_before = jnp.cumsum(is_eos, axis=-1) - is_eos  # EOS strictly before position t
+    return (eos_before == 0).astype(jnp.float32)
+
+
+def continuation_mask(tokens: Array) -> Array:
+    """1.0 where ``s_{t+1}`` is a non-terminal state inside the window (its value counts).
+
+    0 after ``EOS`` (terminal: value 0), on padding, and at the last position (no successor in
+    the window).
+    """
+    tokens = jnp.asarray(tokens)
+    inside = jnp.arange(tokens.shape[-1]) < tokens.shape[-1] - 1
+    return sequence_mask(tokens) * (tokens != EOS) * inside
+
+
+def sequence_lengths(tokens: Array) -> Array:
+    """Number of regular tokens before the first ``EOS`` (the whole window if there is none)."""
+    return jnp.sum(sequence_mask(tokens) * (jnp.asarray(tokens) != EOS), axis=-1).astype(jnp.int32)
+
+
+def step(prefix: Array, length, action) -> Array:
+    """The deterministic transition ``s_{t+1} = s_t + [a_t]``: write ``action`` at ``length``.
+
+    ``prefix`` is a ``[T]`` window holding the state's ``length`` tokens (padding after them).
+    """
+    return jnp.asarray(prefix).at[length].set(action)
+
+
+def strip(tokens) -> list[list[int]]:
+    """The regular tokens of each sequence (before its first ``EOS``), as Python lists."""
+    array = np.atleast_2d(np.asarray(tokens))
+    out = []
+    for row in array:
+        eos = np.flatnonzero(row == EOS)
+        out.append(row[: eos[0] if eos.size else len(row)].tolist())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The oracle
+# ---------------------------------------------------------------------------------------------
+
+
+class TokenOracle(NamedTuple):
+    """Jittable parameters of a hidden-Markov oracle (see the module docstring).
+
+    Attributes:
+      initial: ``[H]`` distribution of the first hidden state.
+      transition: ``[H, H]`` row-stochastic hidden-state transitions.
+      emission: ``[H, A]`` row-stochastic emissions over actions; the ``EOS`` column is 0 (the
+        end of a sequence is decided by ``eos_probs``).
+      eos_probs: ``[T]`` probability of ending at position ``t`` (``T = max_length + 1``; 0
+        before ``min_length``, 1 at ``max_length``).
+    """
+
+    initial: Array
+    transition: Array
+    emission: Array
+    eos_probs: Array
+
+    @property
+    def num_hidden(self) -> int:
+        return self.initial.shape[-1]
+
+    @property
+    def num_actions(self) -> int:
+        return self.emission.shape[-1]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.num_actions - 1
+
+    @property
+    def window(self) -> int:
+        """``T = max_length + 1``: positions per sequence array."""
+        return self.eos_probs.shape[-1]
+
+    @property
+    def max_length(self) -> int:
+        return self.window - 1
+
+
+def _check_probabilities(name: str, array: np.ndarray, axis: int = -1):
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf")
+    if np.any(array < 0):
+        raise ValueError(f"{name} must be >= 0")
+    sums = array.sum(axis)
+    if np.any(np.abs(sums - 1.0) > 1e-6):
+        raise ValueError(f"{name} must sum to 1 along its last axis; sums range in [{sums.min():.6g}, {sums.max():.6g}]")
+
+
+def length_schedule(min_length: int, max_length: int, eos_hazard: float) -> np.ndarray:
+    """``eos_probs[t]`` for ``t = 0 .. max_length``: 0 below ``min_length``, the hazard in between, 1 at the end."""
+    if not (isinstance(min_length, (int, np.integer)) and isinstance(max_length, (int, np.integer))):
+        raise ValueError(f"min_length and max_length must be integers, got {min_length!r}, {max_length!r}")
+    if not 0 <= min_length <= max_length:
+        raise ValueError(f"need 0 <= min_length <= max_length, got min_length={min_length}, max_length={max_length}")
+    if not (0.0 <= eos_hazard <= 1.0) or math.isnan(eos_hazard):
+        raise ValueError(f"eos_hazard must lie in [0, 1], got {eos_hazard}")
+    probs = np.zeros(max_length + 1)
+    probs[min_length:max_length] = eos_hazard
+    probs[max_length] = 1.0
+    return probs
+
+
+def make_oracle(initial, transition, emission, eos_probs) -> TokenOracle:
+    """Validate arrays (float64 on the host) and build a :class:`TokenOracle`.
+
+    Raises:
+      ValueError: for shape mismatches, NaN, negative entries, rows not summing to 1, an
+        ``EOS`` column that is not 0, or ``eos_probs`` outside [0, 1] or not ending in 1.
+    """
+    initial = np.asarray(initial, dtype=np.float64)
+    transition = np.asarray(transition, dtype=np.float64)
+    emission = np.asarray(emission, dtype=np.float64)
+    eos_probs = np.asarray(eos_probs, dtype=np.float64)
+    if initial.ndim != 1 or initial.size == 0:
+        raise ValueError(f"initial must have shape [H] with H >= 1, got {initial.shape}")
+    H = initial.size
+    if transition.shape != (H, H):
+        raise ValueError(f"transition must have shape [H, H] = {(H, H)}, got {transition.shape}")
+    if emission.ndim != 2 or emission.shape[0] != H or emission.shape[1] < 2:
+        raise ValueError(f"emission must have shape [H, A] = [{H}, A >= 2], got {emission.shape}")
+    if eos_probs.ndim != 1 or eos_probs.size == 0:
+        raise ValueError(f"eos_probs must have shape [T], got {eos_probs.shape}")
+    _check_probabilities("initial", initial)
+    _check_probabilities("transition", transition)
+    _check_probabilities("emission", emission)
+    if np.any(emission[:, EOS] != 0):
+        raise ValueError("emission[:, EOS] must be 0: the end of a sequence is set by eos_probs")
+    if not np.all(np.isfinite(eos_probs)) or np.any(eos_probs < 0) or np.any(eos_probs > 1):
+        raise ValueError("eos_probs must lie in [0, 1]")
+    if eos_probs[-1] != 1.0:
+        raise ValueError("eos_probs must end in 1 (every sequence ends inside its window)")
+    return TokenOracle(
+        initial=jnp.asarray(initial, dtype=jnp.float32),
+        transition=jnp.asarray(transition, dtype=jnp.float32),
+        emission=jnp.asarray(emission, dtype=jnp.float32),
+        eos_probs=jnp.asarray(eos_probs, dtype=jnp.float32),
+    )
+
+
+def _sparse_rows(rng: np.random.Generator, rows: int, cols: int, support: int, temperature: float) -> np.ndarray:
+    """Row-stochastic ``[rows, cols]``: ``support`` random entries per row, softmax(g / temperature)."""
+    out = np.zeros((rows, cols))
+    for r in range(rows):
+        idx = rng.choice(cols, size=support, replace=False)
+        g = rng.standard_normal(support) / temperature
+        w = np.exp(g - g.max())
+        out[r, idx] = w / w.sum()
+    return out
+
+
+def random_oracle(
+    kind: Literal["hmm", "markov"] = "hmm",
+    *,
+    vocab_size: int = 32,
+    num_hidden: int = 16,
+    branching: int = 3,
+    emission_support: int = 4,
+    temperature: float = 1.0,
+    smoothing: float = 1e-3,
+    min_length: int = 16,
+    max_length: int = 32,
+    eos_hazard: float = 0.125,
+    seed: int = 0,
+) -> TokenOracle:
+    """A random sparse oracle language model (see the module docstring).
+
+    Args:
+      kind: ``"hmm"`` (hidden states emit tokens) or ``"markov"`` (the next token depends on
+        the last one; ``num_hidden`` and ``emission_support`` are ignored, the first token is
+        uniform).
+      vocab_size: regular tokens (``num_actions = vocab_size + 1`` with ``EOS``).
+      num_hidden: hidden states ``H`` of the HMM.
+      branching: successors per hidden state (per token for ``"markov"``).
+      emission_support: tokens each hidden state emits (before smoothing).
+      temperature: > 0; lower means peakier weights on each support, i.e. lower entropy.
+      smoothing: in [0, 1): mass spread uniformly over all regular tokens.
+      min_length, max_length, eos_hazard: the length window, see :func:`length_schedule`.
+      seed: the generator's seed (NumPy, host side).
+    """
+    if kind not in ("hmm", "markov"):
+        raise ValueError(f"unknown oracle kind {kind!r}; choose 'hmm' or 'markov'")
+    for name, value in (("vocab_size", vocab_size), ("num_hidden", num_hidden), ("branching", branching)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
+    rng = np.random.default_rng(seed)
+    V = vocab_size
+    uniform_tokens = np.full(V, 1.0 / V)
+    if kind == "hmm":
+        if not 1 <= emission_support <= V:
+            raise ValueError(f"emission_support must lie in [1, vocab_size = {V}], got {emission_support}")
+        if branching > num_hidden:
+            raise ValueError(f"branching ({branching}) must be <= num_hidden ({num_hidden})")
+        H = num_hidden
+        initial = np.full(H, 1.0 / H)
+        transition = _sparse_rows(rng, H, H, branching, temperature)
+        tokens = (1 - smoothing) * _sparse_rows(rng, H, V, emission_support, temperature) + smoothing * uniform_tokens
+    else:
+        if branching > V:
+            raise ValueError(f"branching ({branching}) must be <= vocab_size ({V})")
+        # hidden state = the last token; state 0 is "no token yet" and emits nothing itself:
+        # we fold it into the initial distribution, so H = V and h_t is the token x_t.
+        H = V
+        initial = uniform_tokens.copy()
+        transition = (1 - smoothing) * _sparse_rows(rng, H, H, branching, temperature) + smoothing * uniform_tokens
+        tokens = np.eye(V)
+    emission = np.concatenate([np.zeros((H, 1)), tokens], axis=1)
+    return make_oracle(initial, transition, emission, length_schedule(min_length, max_length, eos_hazard))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling and exact scoring
+# ---------------------------------------------------------------------------------------------
+
+
+def _safe_log(p: Array) -> Array:
+    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def sample(oracle: TokenOracle, key: Array, num_sequences: int) -> Array:
+    """Draw ``num_sequences`` oracle sequences ``[N, T]`` (int32, padded with ``EOS``); jitted.
+
+    All randomness is drawn up front (Gumbel-max for categorical draws, uniforms for the end
+    of a sequence), so the scan over positions holds no random-number generation.
+    """
+    T, N = oracle.window, num_sequences
+    log_transition = _safe_log(oracle.transition)
+    log_emission = _safe_log(oracle.emission)
+    # One uniform draw (one RNG call site compiles fastest), turned into Gumbel noise.
+    H, A = oracle.num_hidden, oracle.num_actions
+    u = jax.random.uniform(key, (T + 1, N, 1 + A + H), minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+    gumbel = -jnp.log(-jnp.log(u))
+    h0 = jnp.argmax(_safe_log(oracle.initial) + gumbel[0, :, :H], axis=-1)
+    stop_noise, token_noise, next_noise = u[1:, :, 0], gumbel[1:, :, 1 : 1 + A], gumbel[1:, :, 1 + A :]
+
+    def body(carry, inputs):
+        h, done = carry
+        t, stop_u, token_g, next_g = inputs
+        stop = done | (stop_u < oracle.eos_probs[t])
+        token = jnp.argmax(log_emission[h] + token_g, axis=-1)
+        h_next = jnp.argmax(log_transition[h] + next_g, axis=-1)
+        return (h_next, stop), jnp.where(stop, EOS, token)
+
+    init = (h0, jnp.zeros((N,), dtype=bool))
+    _, actions = jax.lax.scan(body, init, (jnp.arange(T), stop_noise, token_noise, next_noise))
+    return actions.T.astype(jnp.int32)
+
+
+class OracleScores(NamedTuple):
+    """Per-position exact quantities along given sequences (0 on padding).
+
+    Attributes:
+      log_probs: ``[N, T, A]`` the oracle's next-action distribution ``log p(. | x_{<t})``.
+      step_log_probs: ``[N, T]`` ``log p(x_t | x_{<t})`` of the given actions.
+      entropy: ``[N, T]`` exact entropy of ``p(. | x_{<t})`` in nats.
+      mask: ``[N, T]`` :func:`sequence_mask`.
+    """
+
+    log_probs: Array
+    step_log_probs: Array
+    entropy: Array
+    mask: Array
+
+    @property
+    def log_likelihood(self) -> Array:
+        """``[N]`` exact ``log p(x)`` (``-inf`` for a sequence the oracle cannot produce)."""
+        return jnp.sum(jnp.where(self.mask > 0, self.step_log_probs, 0.0), axis=-1)
+
+
+def score(oracle: TokenOracle, tokens: Array) -> OracleScores:
+    """Exact next-action distributions, log-probabilities and entropies along ``tokens``.
+
+    The forward recursion keeps the filtered belief ``b_t(h) = p(h_t = h | x_{<t})``; the
+    next-action distribution is ``p(EOS) = eos_t``, ``p(x) = (1 - eos_t) sum_h b_t(h) E[h, x]``.
+    ``tokens`` is ``[T]`` or ``[N, T]`` with ``T = oracle.window`` (see the module conventions).
+    """
+    tokens = validate_tokens(tokens, oracle.num_actions)
+    squeeze = tokens.ndim == 1
+    tokens = jnp.atleast_2d(tokens)
+    if tokens.shape[-1] != oracle.window:
+        raise ValueError(f"tokens must have T = max_length + 1 = {oracle.window} positions, got {tokens.shape[-1]}")
+    scores = _score(oracle, tokens)
+    if squeeze:
+        scores = OracleScores(*(x[0] for x in scores))
+    return scores
+
+
+@jax.jit
+def _score(oracle: TokenOracle, tokens: Array) -> OracleScores:
+    mask = sequence_mask(tokens)
+    is_eos_column = jnp.arange(oracle.num_actions) == EOS
+
+    def one(sequence):
+        def body(belief, inputs):
+            t, action = inputs
+            token_probs = belief @ oracle.emission  # [A], EOS column is 0
+            probs = jnp.where(is_eos_column, oracle.eos_probs[t], (1 - oracle.eos_probs[t]) * token_probs)
+            log_probs = _safe_log(probs)
+            entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0))
+            # Condition on the observed token, then move: b' ∝ (b * E[:, x]) @ P.
+            joint = belief * oracle.emission[:, action]
+            total = jnp.sum(joint)
+            posterior = jnp.where(total > 0, joint / jnp.where(total > 0, total, 1.0), belief)
+            next_belief = posterior @ oracle.transition
+            next_belief = jnp.where(action == EOS, belief, next_belief)
+            return next_belief, (log_probs, log_probs[action], entropy)
+
+        _, out = jax.lax.scan(body, oracle.initial, (jnp.arange(oracle.window), sequence))
+        return out
+
+    log_probs, step_log_probs, entropy = jax.vmap(one)(tokens)
+    step_log_probs = jnp.where(mask > 0, step_log_probs, 0.0)
+    entropy = entropy * mask
+    return OracleScores(log_probs, step_log_probs, entropy, mask)
+
+
+def log_likelihood(oracle: TokenOracle, tokens: Array) -> Array:
+    """Exact ``log p(x)`` of each sequence (``[N]``, or a scalar for a ``[T]`` input)."""
+    return score(oracle, tokens).log_likelihood
+
+
+def oracle_log_policy(oracle: TokenOracle, tokens: Array) -> Array:
+    """``log p(a | s_t)`` for all actions along ``tokens``: the oracle as a soft-optimal policy.
+
+    With reward ``r(s, a) = log p(a | s)``, discount 1 and temperature 1 these are also the
+    oracle's soft Q-values (its soft value is 0 everywhere).
+    """
+    return score(oracle, tokens).log_probs
