@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tabular.py
+	$(BIN)/python benchmarks/design.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
