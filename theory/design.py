@@ -270,16 +270,26 @@ class Design:
         return self.g_over_d * self.rank
 
     def counts(self, total: int) -> np.ndarray:
-        """Samples per row for a budget of ``total``: ``ceil(pi_i total)`` on the support.
-
-        The Lattimore-Szepesvari allocation (eq. 21.3); the sum lies in
-        ``[total, total + |support|)``.
-        """
+        """Samples per row for a budget of ``total``: see :func:`allocation_counts`."""
         if total < 1:
             raise ValueError(f"total must be >= 1, got {total}")
-        counts = np.ceil(self.weights * total - 1e-9).astype(np.int64)
-        counts[self.support] = np.maximum(counts[self.support], 1)
-        return counts
+        return allocation_counts(self.weights, total)
+
+
+def allocation_counts(weights, total):
+    """``n_i = ceil(pi_i N)`` samples at each support point (at least 1 there), 0 elsewhere.
+
+    The Lattimore-Szepesvari allocation (eq. 21.3): the sum lies in ``[N, N + |support|)``.
+    NumPy in, NumPy out (int64); JAX arrays (possibly traced) give JAX integers. A relative
+    ``1e-12`` guards against rounding: ``ceil((1/9) * 9)`` is 1, not 2.
+    """
+    xp = np if isinstance(weights, np.ndarray) else jnp
+    weights = xp.asarray(weights)
+    raw = xp.ceil(weights * total * (1.0 - 1e-12))
+    counts = xp.where(weights > 0, xp.maximum(raw, 1.0), 0.0)
+    if xp is np:
+        return counts.astype(np.int64)
+    return counts.astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
 
 
 def _validate(features, weights) -> np.ndarray:
