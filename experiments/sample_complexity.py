@@ -461,13 +461,14 @@ def _slope_table(slopes) -> list[dict]:
         row["theory H"] = f"{s['theory_H']:g}"
         if "slope_d" in s:
             row["N* vs d"] = _fmt_ci(s["slope_d"], s["slope_d_ci"])
-        row["theory d"] = f"{s['theory_d']:g}"
+            row["theory d"] = f"{s['theory_d']:g}"
         table.append(row)
     return table
 
 
 def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -503,6 +504,9 @@ def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
             ax.plot([], [], color=palette[algorithm], marker="o", label=f"{LABELS[algorithm]}{slope} (theory {theory}, dashed)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ticks = sorted(frame[key].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("N* (generative-model calls)")
         ax.legend(fontsize=7, loc="upper left")
