@@ -7,7 +7,9 @@ with ``P(||V* - V^{pi_K}||_inf <= eps) >= 0.9`` over ``seeds`` vmapped seeds (th
 §4, §6). The search is on ``M``, the samples per iteration: doubling (or halving) from a
 guess until the success rate crosses the level, then geometric bisection until the bracket's
 ratio is at most ``precision``. All evaluations of one point share their seeds (common random
-numbers). ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit).
+numbers). ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its
+phase-2 design is estimated, so its count varies slightly by seed and ``N`` is the mean over
+seeds). Tabular MDVI samples ``ceil(M / (S A))`` draws at every pair.
 
 The instance family is F2 of theory-anchors §6 by default (a risky sibling shares the action
 block: variance weighting should matter), with ``eps = 0.5`` absolute and
@@ -277,7 +279,7 @@ def run(config: SampleComplexityConfig) -> dict:
         return _run(config)
 
 
-def _sweep(config, name, points, algorithms, rng_key, bar):
+def _sweep(config, name, points, algorithms, bar):
     """Search every (algorithm, point); return threshold rows, evaluation rows, bootstrap arrays."""
     thresholds, evaluation_rows, boots = [], [], {}
     for algorithm in algorithms:
@@ -294,7 +296,7 @@ def _sweep(config, name, points, algorithms, rng_key, bar):
             calls = np.array([evals[m].calls for m in ms])
             success = np.stack([evals[m].success for m in ms])
             n_star = fitting.threshold(calls, success, config.success)
-            rng = np.random.default_rng([config.seed, hash_name(name), ALGORITHMS.index(algorithm), int(x)])
+            rng = np.random.default_rng([config.seed, _name_seed(name), ALGORITHMS.index(algorithm), int(x)])
             boot = fitting.bootstrap_thresholds(calls, success, config.success, config.bootstrap, rng)
             boots[(algorithm, x)] = boot
             censored = float(np.mean(boot >= calls.max())) if not np.isnan(n_star) else 1.0
@@ -334,7 +336,8 @@ def _sweep(config, name, points, algorithms, rng_key, bar):
     return thresholds, evaluation_rows, boots
 
 
-def hash_name(name: str) -> int:
+def _name_seed(name: str) -> int:
+    """A stable integer for a sweep name (Python's hash() is salted per process)."""
     return sum(ord(c) * 31**i for i, c in enumerate(name)) % (2**31)
 
 
@@ -377,13 +380,13 @@ def _run(config: SampleComplexityConfig) -> dict:
     horizon_points = [
         (h, Point(config, h, 1, jax.random.fold_in(master, int(h)))) for h in sorted(config.horizons)
     ]
-    h_rows, h_evals, h_boots = _sweep(config, "horizon", horizon_points, config.algorithms, master, bar)
+    h_rows, h_evals, h_boots = _sweep(config, "horizon", horizon_points, config.algorithms, bar)
     d_rows, d_evals, d_boots = [], [], {}
     if config.copies:
         dim_points = [
             (c, Point(config, config.dim_horizon, c, jax.random.fold_in(master, 100_000 + c))) for c in sorted(config.copies)
         ]
-        d_rows, d_evals, d_boots = _sweep(config, "dim", dim_points, config.algorithms, master, bar)
+        d_rows, d_evals, d_boots = _sweep(config, "dim", dim_points, config.algorithms, bar)
     bar.close()
     elapsed = time.perf_counter() - started
 
