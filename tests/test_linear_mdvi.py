@@ -225,3 +225,42 @@ def test_bad_arguments_are_rejected(x64):
         lin.allocate(model, design, 10, pad_to=2)
     with pytest.raises(ValueError, match="phase1_iterations"):
         lin.vwls_mdvi(None, model, reg, allocation, allocation, 100, 5, 6)
+
+
+def test_exact_binomial_sampler_matches_the_binomial_law(x64):
+    """The inversion (mean < 10) and BTRS (mean >= 10) branches, reflected p > 1/2, and edges."""
+    from scipy import stats
+
+    cases = [(15, 0.3), (1000, 0.005), (25, 0.45), (1000, 0.3), (50, 0.9), (10**6, 0.5), (200, 0.06), (10**9, 1e-4)]
+    draws = 100_000
+    counts = jnp.asarray([[float(n)] * draws for n, _ in cases])
+    probs = jnp.asarray([[p] * draws for _, p in cases])
+    samples = np.asarray(jax.jit(generative.binomial)(jax.random.key(4), counts, probs))
+    for (n, p), x in zip(cases, samples):
+        assert np.all(x == np.round(x)) and x.min() >= 0 and x.max() <= n
+        mean, sd = n * p, math.sqrt(n * p * (1 - p))
+        ks = np.arange(max(0, int(mean - 6 * sd)), min(n, int(mean + 6 * sd)) + 1)
+        expected = draws * stats.binom.pmf(ks, n, p)
+        keep = expected >= 20
+        inside = (x >= ks[0]) & (x <= ks[-1])
+        observed = np.bincount((x[inside] - ks[0]).astype(int), minlength=ks.size)[keep]
+        chi2 = ((observed - expected[keep]) ** 2 / expected[keep]).sum()
+        assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-4, (n, p)
+    edges = generative.binomial(jax.random.key(5), jnp.array([0.0, 7.0, 7.0, 3e9]), jnp.array([0.5, 0.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(np.asarray(edges), [0.0, 0.0, 7.0, 3e9])
+
+
+def test_tabular_sampled_mdvi_with_the_multinomial_sampler(x64):
+    mdp = chain(5, slip=0.3)
+    model = mdp.model()
+    values = jnp.arange(5.0)
+    keys = jax.random.split(jax.random.key(6), 4000)
+    estimates = np.asarray(jax.vmap(lambda k: generative.sampled_expectation(k, model, values, 20, "multinomial"))(keys))
+    assert estimates.shape == (4000, 5, 2)
+    exact = np.asarray(solvers.expected_next(model, values))
+    P = mdp.transitions
+    variance = ((P * np.arange(5.0) ** 2).sum(-1) - exact**2) / 20
+    np.testing.assert_allclose(estimates.mean(0), exact, atol=5 * np.sqrt(variance.max() / 4000))
+    np.testing.assert_allclose(estimates.var(0), variance, rtol=0.1)
+    run = solvers.sampled_mdvi(keys[0], model, Regularization.from_alpha_beta(0.9, HARD_MAX), 5, 20, sampler="multinomial")
+    np.testing.assert_array_equal(np.asarray(run.samples), np.full(5, 5 * 2 * 20))
