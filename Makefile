@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tabular.py
 	$(BIN)/python benchmarks/minatar.py
 	$(BIN)/python benchmarks/lm.py
+	$(BIN)/python benchmarks/design.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

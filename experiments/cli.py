@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("experiments.demo", "DemoConfig", "run"),
     "tabular": ("experiments.tabular", "TabularConfig", "run"),
+    "sample-complexity": ("experiments.sample_complexity", "SampleComplexityConfig", "run"),
     "minatar": ("experiments.minatar", "MinAtarConfig", "run"),
     "minatar-report": ("experiments.minatar", "MinAtarReportConfig", "report"),
     "lm-irl": ("experiments.lm_irl", "LMIRLConfig", "run"),
@@ -21,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 DESCRIPTIONS = {
     "demo": "A tour: one short run per capability, ending in results/demo/REPORT.md.",
     "tabular": "Exact and sampled MDVI on a tabular MDP; gap per iteration, CSV/JSON/PNG.",
+    "sample-complexity": "N*(H) and N*(d) of tabular, LS-, VWLS- and oracle-weighted MDVI on a linear MDP; "
+    "fitted exponents with bootstrap CIs vs theory.",
     "minatar": "DQN / M-DQN (+DVW) on a MinAtar game, vmapped seeds, checkpoint/resume.",
     "minatar-report": "Side-by-side learning curves of finished MinAtar runs.",
     "lm-irl": "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity.",

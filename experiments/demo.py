@@ -28,6 +28,7 @@ class DemoSection:
 # imports do not slow the others.
 SECTIONS: list[tuple[str, str]] = [
     ("experiments.tabular", "demo_section"),
+    ("experiments.sample_complexity", "demo_section"),
     ("experiments.minatar", "demo_section"),
     ("experiments.lm_irl", "demo_section"),
 ]

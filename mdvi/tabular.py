@@ -242,14 +242,16 @@ def sampled_mdvi_step(
     regularization: Regularization,
     state: MDVIState,
     samples_per_pair: int,
+    sampler: str = "iid",
 ) -> MDVIState:
     """One MDVI iteration with ``M`` generative-model draws per pair (Kozuno et al. 2022, Alg. 1).
 
     ``q_{k+1}(s, a) = r(s, a) + gamma (1/M) sum_m v_k(y_m)``, ``y_m ~ P(. | s, a)`` i.i.d.
-    Calls: ``S * A * M``.
+    ``sampler="multinomial"`` draws the same sample means through successor counts (see
+    :func:`mdvi.generative.successor_counts`). Calls: ``S * A * M``.
     """
     v = mdvi_value(state, regularization)
-    estimate = generative.sampled_expectation(key, model, v, samples_per_pair)
+    estimate = generative.sampled_expectation(key, model, v, samples_per_pair, sampler)
     q_next = model.reward + model.discount * estimate
     return mdvi_update(state, q_next, regularization)
 
@@ -260,8 +262,54 @@ class MDVIRun(NamedTuple):
     samples: Array  # [K] generative-model calls made by each iteration (0 if exact)
 
 
+def policy_gap(model: TabularModel, v_star: Array, state: MDVIState, regularization: Regularization) -> Array:
+    """``||V* - V^{pi_k}||_inf`` of the MDVI policy ``pi_k = softmax(beta s_k)``, evaluated exactly."""
+    policy = jnp.exp(mdvi_policy(state, regularization))
+    return jnp.max(jnp.abs(v_star - policy_evaluation(model, policy)))
+
+
+def scan_mdvi(
+    model: TabularModel,
+    regularization: Regularization,
+    state: MDVIState,
+    step,
+    iterations: Array,
+    v_star: Array | None = None,
+) -> tuple[MDVIState, Array]:
+    """The MDVI loop shared by every variant: ``state <- step(state, k)`` for ``k`` in ``iterations``.
+
+    ``step(state, k) -> state`` is one iteration (exact, sampled tabular, or least-squares in
+    :mod:`mdvi.linear`). Returns the final state and the gaps ``[K]`` of every iterate's policy
+    (NaN without ``v_star``).
+    """
+
+    def body(state, k):
+        state = step(state, k)
+        if v_star is None:
+            gap = jnp.array(jnp.nan, model.reward.dtype)
+        else:
+            gap = policy_gap(model, v_star, state, regularization)
+        return state, gap
+
+    return jax.lax.scan(body, state, iterations)
+
+
+def iterate_mdvi(state: MDVIState, step, start, num_iterations) -> MDVIState:
+    """The same loop without records: ``num_iterations`` (and ``start``) may be traced.
+
+    One compiled program then serves every horizon's ``K``; used where only the final iterate
+    matters (the sample-complexity search).
+    """
+    return jax.lax.fori_loop(start, start + num_iterations, lambda k, state: step(state, k), state)
+
+
+def count_dtype():
+    """Integer type of sample counts (int64 under x64: totals can pass 2^31)."""
+    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+
+
 @functools.partial(
-    jax.jit, static_argnames=("regularization", "num_iterations", "samples_per_pair")
+    jax.jit, static_argnames=("regularization", "num_iterations", "samples_per_pair", "sampler")
 )
 def run_mdvi(
     model: TabularModel,
@@ -273,13 +321,15 @@ def run_mdvi(
     key: Array | None = None,
     samples_per_pair: int | None = None,
     v_star: Array | None = None,
+    sampler: str = "iid",
 ) -> MDVIRun:
     """Advance MDVI by ``num_iterations`` from ``state`` (which has done ``start`` iterations).
 
-    Exact when ``key`` is None, otherwise sampled with ``samples_per_pair`` draws per pair; the
-    draws of iteration ``k`` use ``fold_in(key, k)``, so running in chunks gives the same
-    result as one call. With ``v_star`` given, each iterate's greedy policy is evaluated
-    exactly and its gap ``||V* - V^{pi_k}||_inf`` recorded.
+    Exact when ``key`` is None, otherwise sampled with ``samples_per_pair`` draws per pair
+    (``sampler``: ``"iid"`` or ``"multinomial"``, see :mod:`mdvi.generative`); the draws of
+    iteration ``k`` use ``fold_in(key, k)``, so running in chunks gives the same result as one
+    call. With ``v_star`` given, each iterate's greedy policy is evaluated exactly and its gap
+    ``||V* - V^{pi_k}||_inf`` recorded.
     """
     sampled = key is not None
     if sampled and samples_per_pair is None:
@@ -288,21 +338,14 @@ def run_mdvi(
 
     def step(state, k):
         if sampled:
-            state = sampled_mdvi_step(
-                jax.random.fold_in(key, k), model, regularization, state, samples_per_pair
+            return sampled_mdvi_step(
+                jax.random.fold_in(key, k), model, regularization, state, samples_per_pair, sampler
             )
-        else:
-            state = exact_mdvi_step(model, regularization, state)
-        if v_star is None:
-            gap = jnp.array(jnp.nan, model.reward.dtype)
-        else:
-            policy = jnp.exp(mdvi_policy(state, regularization))
-            gap = jnp.max(jnp.abs(v_star - policy_evaluation(model, policy)))
-        return state, gap
+        return exact_mdvi_step(model, regularization, state)
 
     ks = jnp.arange(num_iterations) + start
-    state, gaps = jax.lax.scan(step, state, ks)
-    samples = jnp.full((num_iterations,), calls, dtype=jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+    state, gaps = scan_mdvi(model, regularization, state, step, ks, v_star)
+    samples = jnp.full((num_iterations,), calls, dtype=count_dtype())
     return MDVIRun(state=state, gap=gaps, samples=samples)
 
 
@@ -324,6 +367,7 @@ def sampled_mdvi(
     num_iterations: int,
     samples_per_pair: int,
     v_star: Array | None = None,
+    sampler: str = "iid",
 ) -> MDVIRun:
     """Sampled MDVI with a generative model; ``jax.vmap`` over ``key`` runs many seeds at once."""
     model = as_model(mdp)
@@ -335,6 +379,7 @@ def sampled_mdvi(
         key=key,
         samples_per_pair=samples_per_pair,
         v_star=v_star,
+        sampler=sampler,
     )
 
 

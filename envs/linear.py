@@ -1,0 +1,358 @@
+"""Linear MDPs with known ground truth (Jin et al. 2020; Yang & Wang 2019).
+
+A linear MDP has features ``phi(s, a) in R^d`` with ``P(s' | s, a) = <phi(s, a), mu(s')>`` and
+``r(s, a) = <phi(s, a), theta_r>``. :class:`LinearMDP` stores ``phi[S, A, d]``, the next-state
+factors ``mu[d, S]`` and ``theta_r[d]``, checks once that ``P = phi @ mu`` is a proper
+transition kernel, and converts to the lab's :class:`~envs.tabular.TabularMDP` so that ground
+truth comes from the exact tabular solvers.
+
+Constructors: :func:`one_hot` (any tabular MDP), :func:`low_rank_mixture` (simplex features
+times Garnet rows), :func:`kitamura_hard_mdp` (the two-state hard instance of Kitamura et al.
+2023, App. L; theory-anchors §3) and the families of theory-anchors §6: :func:`family_f1`
+(control), :func:`family_f2` (a risky sibling sharing the action block: next-state variances
+differ strongly across design points, the regime where variance weighting matters) and
+:func:`family_f3` (the same MDP with the sibling in its own block: the negative control), plus
+:func:`block_copies` (``k`` independent copies: ``d -> k d``) for dimension sweeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+
+from envs.tabular import ROW_SUM_TOLERANCE, TabularMDP, garnet
+
+# Entries of phi @ mu down to this (absolute) are rounding and clipped to 0; below it is an error.
+NEGATIVE_TOLERANCE = 1e-9
+
+
+def _fail(message: str):
+    raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LinearMDP:
+    """A linear MDP ``P(s' | s, a) = <phi(s, a), mu(s')>``, ``r(s, a) = <phi(s, a), theta_r>``.
+
+    Args:
+      features: ``phi[S, A, d]``, finite.
+      factors: ``mu[d, S]``, finite (signed: only ``P = phi @ mu`` must be a kernel).
+      reward_params: ``theta_r[d]``, finite.
+      discount: ``gamma`` in [0, 1).
+      initial: initial state distribution ``[S]`` (uniform if omitted).
+      name: a label carried into results.
+
+    Raises:
+      ValueError: naming the problem, for shape mismatches, NaN or inf, a kernel entry below
+        ``-1e-9``, a kernel row that does not sum to 1 (within ``1e-6``), a discount outside
+        [0, 1) or a bad initial distribution.
+    """
+
+    features: np.ndarray
+    factors: np.ndarray
+    reward_params: np.ndarray
+    discount: float
+    initial: np.ndarray | None = None
+    name: str = "linear-mdp"
+
+    def __post_init__(self):
+        phi = np.asarray(self.features, dtype=np.float64)
+        mu = np.asarray(self.factors, dtype=np.float64)
+        theta = np.asarray(self.reward_params, dtype=np.float64)
+        if phi.ndim != 3:
+            _fail(f"features must have shape [S, A, d], got shape {phi.shape}")
+        S, A, d = phi.shape
+        if S == 0 or A == 0 or d == 0:
+            _fail(f"features need S, A, d >= 1, got shape {phi.shape}")
+        if mu.shape != (d, S):
+            _fail(f"factors mu must have shape [d, S] = {(d, S)} to match features {phi.shape}, got {mu.shape}")
+        if theta.shape != (d,):
+            _fail(f"reward_params must have shape [d] = {(d,)}, got {theta.shape}")
+        for label, array in (("features", phi), ("factors", mu), ("reward_params", theta)):
+            if not np.all(np.isfinite(array)):
+                bad = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+                _fail(f"{label} contain NaN or inf, first at index {bad}")
+        P = np.einsum("sad,dn->san", phi, mu)
+        if np.any(P < -NEGATIVE_TOLERANCE):
+            s, a, n = (int(i) for i in np.unravel_index(np.argmin(P), P.shape))
+            _fail(
+                f"phi @ mu is not a transition kernel: P[{s}, {a}, {n}] = {P[s, a, n]:.6g} < 0 "
+                "(check mu and the feature ranges)"
+            )
+        sums = P.sum(-1)
+        err = np.abs(sums - 1.0)
+        if np.any(err > ROW_SUM_TOLERANCE):
+            s, a = (int(i) for i in np.unravel_index(np.argmax(err), err.shape))
+            _fail(
+                f"phi @ mu rows must sum to 1 (tolerance {ROW_SUM_TOLERANCE}): "
+                f"P[{s}, {a}, :] sums to {sums[s, a]:.9g}"
+            )
+        gamma = self.discount
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.floating, np.integer)):
+            _fail(f"discount must be a real number, got {gamma!r}")
+        if not 0.0 <= float(gamma) < 1.0:
+            _fail(f"discount must lie in [0, 1), got {float(gamma)}")
+        initial = None if self.initial is None else np.asarray(self.initial, dtype=np.float64)
+        for attr, value in (("features", phi), ("factors", mu), ("reward_params", theta)):
+            value.setflags(write=False)
+            object.__setattr__(self, attr, value)
+        object.__setattr__(self, "discount", float(gamma))
+        object.__setattr__(self, "initial", initial)
+        self.to_tabular()  # validates the initial distribution with the tabular rules
+
+    # -- sizes ------------------------------------------------------------------------------
+    @property
+    def num_states(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def num_actions(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[2]
+
+    @property
+    def horizon(self) -> float:
+        return 1.0 / (1.0 - self.discount)
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def transitions(self) -> np.ndarray:
+        """``P[S, A, S] = phi @ mu`` with rounding-level negatives clipped to 0."""
+        return np.maximum(np.einsum("sad,dn->san", self.features, self.factors), 0.0)
+
+    @property
+    def rewards(self) -> np.ndarray:
+        """``r[S, A] = phi @ theta_r``."""
+        return self.features @ self.reward_params
+
+    def flat_features(self) -> np.ndarray:
+        """``phi`` as ``[S * A, d]`` rows in state-major order (row ``s * A + a``)."""
+        return self.features.reshape(-1, self.dim)
+
+    def to_tabular(self) -> TabularMDP:
+        """The same MDP as a validated :class:`TabularMDP` (ground truth via the exact solvers)."""
+        return TabularMDP(self.transitions, self.rewards, self.discount, self.initial, name=self.name)
+
+
+# -------------------------------------------------------------------------------------------
+# Constructors
+# -------------------------------------------------------------------------------------------
+
+
+def one_hot(mdp: TabularMDP) -> LinearMDP:
+    """Tabular MDP as a linear MDP: ``phi(s, a) = e_{(s, a)}``, ``mu = P``, ``theta_r = r``."""
+    S, A = mdp.num_states, mdp.num_actions
+    phi = np.eye(S * A).reshape(S, A, S * A)
+    mu = mdp.transitions.reshape(S * A, S)
+    return LinearMDP(phi, mu, mdp.rewards.reshape(-1), mdp.discount, mdp.initial, name=f"onehot-{mdp.name}")
+
+
+def low_rank_mixture(
+    num_states: int,
+    num_actions: int,
+    dim: int,
+    branching: int,
+    discount: float = 0.9,
+    seed: int = 0,
+) -> LinearMDP:
+    """A low-rank mixture ``P(. | s, a) = sum_i phi_i(s, a) nu_i`` (theory-anchors §5).
+
+    ``nu_i`` are ``dim`` Garnet rows (``branching`` successors each, :func:`~envs.tabular.garnet`
+    conventions); ``phi(s, a)`` is a Dirichlet(1) point of the simplex, except that the first
+    ``dim`` pairs (state-major) are the anchors ``e_i`` so the features span R^d; ``theta_r`` is
+    U(0, 1)^d, so rewards lie in [0, 1].
+    """
+    if dim < 1 or num_states * num_actions < dim:
+        raise ValueError(f"need 1 <= dim <= S * A = {num_states * num_actions}, got dim={dim}")
+    rng = np.random.default_rng(seed)
+    nu = garnet(num_states, dim, branching, discount, seed=seed).transitions[0]  # [dim, S]
+    phi = rng.dirichlet(np.ones(dim), size=num_states * num_actions)
+    phi[:dim] = np.eye(dim)
+    theta = rng.random(dim)
+    return LinearMDP(
+        phi.reshape(num_states, num_actions, dim),
+        nu,
+        theta,
+        discount,
+        name=f"lowrank-{num_states}x{num_actions}-d{dim}",
+    )
+
+
+def kitamura_hard_mdp(
+    discount: float = 0.9,
+    dim: int = 4,
+    num_actions: int = 30,
+    delta: float = 0.01,
+    seed: int = 0,
+) -> LinearMDP:
+    """The two-state hard linear MDP of Kitamura et al. (2023, App. L; theory-anchors §3).
+
+    States ``s0`` (reward 1) and ``s1`` (absorbing, reward 0). Actions ``a ~ U[0, 1]^{d-2}``, one
+    of which is designated ``beta``. ``phi(s0, a) = (1, 0, a)``, ``phi(s1, .) = e_2``,
+    ``theta_r = e_1``; ``P(s0 | s0, a) = gamma + delta <a, beta>``. Valid rows need
+    ``delta (d - 2) <= 1 - gamma`` (checked by :class:`LinearMDP`).
+    """
+    if dim < 3:
+        raise ValueError(f"the hard MDP needs dim >= 3, got {dim}")
+    rng = np.random.default_rng(seed)
+    actions = rng.random((num_actions, dim - 2))
+    beta = actions[rng.integers(num_actions)]
+    return two_state_linear_mdp(discount, actions, beta, delta, name=f"kitamura-hard-d{dim}")
+
+
+def two_state_linear_mdp(discount: float, actions, beta, delta: float, name: str = "two-state") -> LinearMDP:
+    """The two-state family behind :func:`kitamura_hard_mdp` and F1, for given actions and beta.
+
+    Factors: ``mu_1 = gamma delta_s0 + (1 - gamma) delta_s1``, ``mu_2 = delta_s1``,
+    ``mu_{2+i} = delta beta_i (delta_s0 - delta_s1)``; reward parameter ``e_1``.
+    """
+    gamma = float(discount)
+    actions = np.asarray(actions, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    if actions.ndim != 2 or beta.shape != (actions.shape[1],):
+        raise ValueError(f"actions must be [A, m] and beta [m], got {actions.shape} and {beta.shape}")
+    A, m = actions.shape
+    d = m + 2
+    phi = np.zeros((2, A, d))
+    phi[0, :, 0] = 1.0
+    phi[0, :, 2:] = actions
+    phi[1, :, 1] = 1.0
+    mu = np.zeros((d, 2))
+    mu[0] = (gamma, 1.0 - gamma)
+    mu[1] = (0.0, 1.0)
+    mu[2:] = delta * beta[:, None] * np.array([1.0, -1.0])
+    theta = np.zeros(d)
+    theta[0] = 1.0
+    return LinearMDP(phi, mu, theta, gamma, initial=np.array([1.0, 0.0]), name=name)
+
+
+# -- theory-anchors §6 families ---------------------------------------------------------------
+
+CORNERS = np.array(list(itertools.product((0.0, 1.0), repeat=2)))  # the actions C of [0, 1]^2
+BETA_VEC = np.array([1.0, 0.5])  # x_a = <a, beta_vec> in {0, 0.5, 1, 1.5}
+
+
+def gap_delta(horizon: float, epsilon: float) -> float:
+    """``Delta`` with ``V(x = 1.5) - V(x = 1) = 2 eps`` at ``s0``, where ``V(x) = 1 / (1 - gamma (gamma + Delta x))``.
+
+    Bisection on ``(0, (1 - gamma) / 1.5]`` (theory-anchors §6): the best action at ``s0`` then
+    beats the second best by ``2 eps`` in value, so "eps-optimal" means "picks (1, 1) at s0".
+    """
+    if not (horizon > 1 and math.isfinite(horizon)):
+        raise ValueError(f"horizon must be finite and > 1, got {horizon}")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    gamma = 1.0 - 1.0 / horizon
+
+    def excess(delta):
+        return 1.0 / (1.0 - gamma * (gamma + 1.5 * delta)) - 1.0 / (1.0 - gamma * (gamma + delta)) - 2.0 * epsilon
+
+    lo, hi = 0.0, (1.0 - gamma) / 1.5
+    if excess(hi * (1 - 1e-12)) < 0:
+        raise ValueError(
+            f"epsilon={epsilon} is too large for H={horizon}: the largest valid Delta gives a value gap "
+            f"below 2 eps (use a smaller epsilon or a longer horizon)"
+        )
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if excess(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def family_f1(horizon: float, epsilon: float = 0.5) -> LinearMDP:
+    """F1 (control, d = 4): the two-state hard MDP with actions C and ``beta = (1, 0.5)``.
+
+    All next-state variances of ``V*`` are about ``H / 4``, below the ``+H`` floor, so weighting
+    should change nothing (theory-anchors §6).
+    """
+    gamma = 1.0 - 1.0 / horizon
+    delta = gap_delta(horizon, epsilon)
+    return two_state_linear_mdp(gamma, CORNERS, BETA_VEC, delta, name=f"F1-H{horizon:g}")
+
+
+def _risky_sibling(horizon: float, epsilon: float, shared_block: bool) -> LinearMDP:
+    gamma = 1.0 - 1.0 / horizon
+    delta = gap_delta(horizon, epsilon)
+    s0, s1, goal, s2 = range(4)
+    A = len(CORNERS)
+    d = 6 if shared_block else 8
+    phi = np.zeros((4, A, d))
+    phi[s0, :, 0] = 1.0
+    phi[s0, :, 4:6] = CORNERS
+    phi[s1, :, 1] = 1.0
+    phi[goal, :, 2] = 1.0
+    phi[s2, :, 3] = 1.0
+    if shared_block:
+        phi[s2, :, 4:6] = CORNERS
+    else:
+        phi[s2, :, 6:8] = CORNERS
+    mu = np.zeros((d, 4))
+    mu[0, s0], mu[0, s1] = gamma, 1.0 - gamma
+    mu[1, s1] = 1.0
+    mu[2, goal] = 1.0
+    mu[3, goal], mu[3, s1] = 0.5, 0.5
+    for i, b in enumerate(BETA_VEC):
+        mu[4 + i, s0], mu[4 + i, s1] = delta * b, -delta * b
+        if not shared_block:
+            mu[6 + i] = mu[4 + i]
+    theta = np.zeros(d)
+    theta[0] = theta[2] = 1.0
+    initial = np.array([1.0, 0.0, 0.0, 0.0])
+    label = "F2" if shared_block else "F3"
+    return LinearMDP(phi, mu, theta, gamma, initial, name=f"{label}-H{horizon:g}")
+
+
+def family_f2(horizon: float, epsilon: float = 0.5) -> LinearMDP:
+    """F2 (the gap, d = 6): a risky sibling ``s2`` shares the action block with ``s0``.
+
+    States ``s0`` (reward 1), ``s1`` (absorbing, 0), ``G`` (absorbing, reward 1), ``s2``
+    (reward 0, actions C). ``phi(s0, a) = (1, 0, 0, 0, a)``, ``phi(s1) = e_2``, ``phi(G) = e_3``,
+    ``phi(s2, b) = (0, 0, 0, 1, b)``; ``mu_1 = gamma delta_s0 + (1 - gamma) delta_s1``,
+    ``mu_2 = delta_s1``, ``mu_3 = delta_G``, ``mu_4 = (delta_G + delta_s1) / 2``,
+    ``mu_{4+i} = Delta beta_i (delta_s0 - delta_s1)``; ``theta_r = (1, 0, 1, 0, 0, 0)``. ``s2``
+    moves to ``G`` with probability 1/2 (next-state variance about ``H^2 / 4`` against about
+    ``H / 4`` at ``s0``); unweighted least squares leaks it into ``s0``'s action gap
+    (theory-anchors §6).
+    """
+    return _risky_sibling(horizon, epsilon, shared_block=True)
+
+
+def family_f3(horizon: float, epsilon: float = 0.5) -> LinearMDP:
+    """F3 (ablation, d = 8): the MDP of F2 with ``s2``'s actions in their own block.
+
+    ``phi(s2, b) = (0, 0, 0, 1, 0, 0, b)`` and ``mu_7, mu_8`` copies of ``mu_5, mu_6``: same
+    ``P``, ``r`` and ``Q*`` as F2, but nothing leaks, so every method should scale like ``H^3``.
+    """
+    return _risky_sibling(horizon, epsilon, shared_block=False)
+
+
+FAMILIES = {"F1": family_f1, "F2": family_f2, "F3": family_f3}
+
+
+def block_copies(mdp: LinearMDP, copies: int) -> LinearMDP:
+    """``copies`` independent copies of ``mdp`` side by side: ``S -> k S``, ``d -> k d``.
+
+    Copy ``c`` has its own states and its own block of feature coordinates; the initial
+    distribution is spread evenly over the copies. Used to sweep the dimension at a fixed
+    per-copy difficulty.
+    """
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    S, A, d = mdp.features.shape
+    phi = np.zeros((copies * S, A, copies * d))
+    mu = np.zeros((copies * d, copies * S))
+    theta = np.tile(mdp.reward_params, copies)
+    for c in range(copies):
+        phi[c * S : (c + 1) * S, :, c * d : (c + 1) * d] = mdp.features
+        mu[c * d : (c + 1) * d, c * S : (c + 1) * S] = mdp.factors
+    initial = None if mdp.initial is None else np.tile(mdp.initial, copies) / copies
+    return LinearMDP(phi, mu, theta, mdp.discount, initial, name=f"{mdp.name}x{copies}")

@@ -1,0 +1,154 @@
+"""Linear MDPs: validation, constructors, and ground truth through the tabular solvers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs.linear import (
+    LinearMDP,
+    block_copies,
+    family_f1,
+    family_f2,
+    family_f3,
+    gap_delta,
+    kitamura_hard_mdp,
+    low_rank_mixture,
+    one_hot,
+)
+from envs.tabular import garnet
+from mdvi import tabular as solvers
+from theory.design import optimal_design
+
+
+def _values(mdp):
+    model = mdp.to_tabular().model()
+    return np.asarray(solvers.optimal_values(model).v), np.asarray(solvers.optimal_values(model).q)
+
+
+def test_one_hot_reproduces_the_tabular_mdp():
+    base = garnet(7, 3, 3, discount=0.8, seed=2)
+    mdp = one_hot(base)
+    assert mdp.dim == 21
+    np.testing.assert_array_equal(mdp.transitions, base.transitions)
+    np.testing.assert_array_equal(mdp.rewards, base.rewards)
+    np.testing.assert_allclose(optimal_design(mdp.flat_features()).weights, np.full(21, 1 / 21))
+
+
+def test_low_rank_mixture_q_is_linear_in_phi(x64):
+    mdp = low_rank_mixture(30, 4, 5, branching=6, discount=0.9, seed=1)
+    P = mdp.transitions
+    assert np.allclose(P.sum(-1), 1) and P.min() >= 0
+    assert np.linalg.matrix_rank(mdp.flat_features()) == 5
+    assert np.all((mdp.rewards >= 0) & (mdp.rewards <= 1))
+    # Q^pi = phi^T (theta_r + gamma mu V^pi) for any policy: an independent linear-algebra check
+    rng = np.random.default_rng(0)
+    policy = rng.dirichlet(np.ones(4), size=30)
+    model = mdp.to_tabular().model()
+    v_pi = np.asarray(solvers.policy_evaluation(model, policy))
+    q_linear = mdp.features @ (mdp.reward_params + mdp.discount * mdp.factors @ v_pi)
+    q_tabular = mdp.rewards + mdp.discount * P @ v_pi
+    np.testing.assert_allclose(q_linear, q_tabular, atol=1e-12)
+
+
+def test_reparametrised_features_give_the_same_mdp_and_design():
+    mdp = low_rank_mixture(20, 3, 4, branching=5, seed=4)
+    B = np.random.default_rng(1).standard_normal((4, 4)) + 3 * np.eye(4)
+    # phi -> B^T phi, mu -> B^{-1} mu, theta -> B^{-1} theta
+    other = LinearMDP(
+        mdp.features @ B, np.linalg.solve(B, mdp.factors), np.linalg.solve(B, mdp.reward_params), mdp.discount
+    )
+    np.testing.assert_allclose(other.transitions, mdp.transitions, atol=1e-12)
+    np.testing.assert_allclose(other.rewards, mdp.rewards, atol=1e-12)
+    a = optimal_design(mdp.flat_features(), tolerance=1e-8)
+    b = optimal_design(other.flat_features(), tolerance=1e-8)
+    np.testing.assert_allclose(a.weights, b.weights, atol=1e-6)
+
+
+def test_kitamura_hard_mdp_matches_its_definition():
+    mdp = kitamura_hard_mdp(discount=0.9, dim=4, num_actions=30, delta=0.01, seed=3)
+    assert (mdp.num_states, mdp.num_actions, mdp.dim) == (2, 30, 4)
+    actions = mdp.features[0, :, 2:]
+    beta = mdp.factors[2:, 0] / 0.01
+    assert any(np.allclose(beta, a) for a in actions)  # beta is one of the actions
+    np.testing.assert_allclose(mdp.transitions[0, :, 0], 0.9 + 0.01 * actions @ beta)
+    np.testing.assert_allclose(mdp.transitions[1, :, 1], 1.0)
+    np.testing.assert_allclose(mdp.rewards[0], 1.0)
+    np.testing.assert_allclose(mdp.rewards[1], 0.0)
+    with pytest.raises(ValueError, match="not a transition kernel"):
+        kitamura_hard_mdp(discount=0.99, dim=4, delta=0.1, seed=3)  # delta <beta, beta> > 1 - gamma
+
+
+@pytest.mark.parametrize("horizon", [8, 32, 128])
+def test_f_families_have_the_designed_gap_and_variances(x64, horizon):
+    eps = 0.5
+    f1, f2, f3 = family_f1(horizon, eps), family_f2(horizon, eps), family_f3(horizon, eps)
+    assert (f1.dim, f2.dim, f3.dim) == (4, 6, 8)
+    # F2 and F3 are the same MDP with different features
+    np.testing.assert_allclose(f2.transitions, f3.transitions, atol=1e-15)
+    np.testing.assert_allclose(f2.rewards, f3.rewards)
+    v_star, q_star = _values(f2)
+    # the best action at s0 is (1, 1) and beats the second best by 2 eps in value
+    model = f2.to_tabular().model()
+    best = np.argmax(q_star, axis=1)
+    assert tuple(f2.features[0, best[0], 4:6]) == (1.0, 1.0)
+    second = best.copy()
+    second[0] = [i for i, a in enumerate(f2.features[0, :, 4:6]) if tuple(a) == (1.0, 0.0)][0]
+    v_second = np.asarray(solvers.policy_evaluation(model, np.eye(4)[second]))
+    assert v_star[0] - v_second[0] == pytest.approx(2 * eps, rel=1e-9)
+    # next-state variance of V*: at most H at s0 (one rare jump to 0 from V* < H), about H^2/4
+    # at the risky sibling s2
+    P = f2.transitions
+    variance = (P * v_star**2).sum(-1) - (P @ v_star) ** 2
+    assert variance[0].max() <= horizon
+    assert variance[3].min() > 0.9 * horizon**2 / 4
+    v1, _ = _values(f1)
+    assert v1[0] == pytest.approx(v_star[0])
+
+
+def test_block_copies_tile_the_ground_truth(x64):
+    base = family_f2(16, 0.5)
+    copies = block_copies(base, 3)
+    assert (copies.num_states, copies.dim) == (12, 18)
+    v_base, _ = _values(base)
+    v_copies, _ = _values(copies)
+    np.testing.assert_allclose(v_copies, np.tile(v_base, 3), atol=1e-9)
+    np.testing.assert_allclose(copies.initial.sum(), 1.0)
+
+
+def test_gap_delta_solves_its_equation_and_rejects_large_eps():
+    for horizon in (8, 64):
+        gamma = 1 - 1 / horizon
+        delta = gap_delta(horizon, 0.5)
+        value = [1 / (1 - gamma * (gamma + delta * x)) for x in (1.5, 1.0)]
+        assert value[0] - value[1] == pytest.approx(1.0, rel=1e-10)
+    with pytest.raises(ValueError, match="too large"):
+        gap_delta(4, 5.0)
+
+
+def _valid():
+    phi = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [1.0, 0.0]]])
+    mu = np.array([[0.2, 0.8], [0.6, 0.4]])
+    return phi, mu, np.array([1.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p, m, t: (p[0], m, t), "shape \\[S, A, d\\]"),
+        (lambda p, m, t: (p, m.T[:1], t), "factors mu must have shape"),
+        (lambda p, m, t: (p, m, t[:1]), "reward_params must have shape"),
+        (lambda p, m, t: (p, np.array([[1.2, -0.2], [0.6, 0.4]]), t), "not a transition kernel"),
+        (lambda p, m, t: (p, np.array([[0.2, 0.7], [0.6, 0.4]]), t), "sum to 1"),
+        (lambda p, m, t: (p, m, np.array([np.nan, 0.0])), "NaN"),
+    ],
+)
+def test_malformed_linear_mdps_are_rejected(change, message):
+    phi, mu, theta = change(*_valid())
+    with pytest.raises(ValueError, match=message):
+        LinearMDP(phi, mu, theta, 0.9)
+
+
+def test_bad_discount_is_rejected():
+    with pytest.raises(ValueError, match="discount"):
+        LinearMDP(*_valid(), 1.0)

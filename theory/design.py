@@ -1,0 +1,410 @@
+"""G-optimal (equivalently D-optimal) experimental design on a finite feature set.
+
+For features ``x_1..x_n`` spanning R^r and a design ``pi`` (a probability vector over them),
+``V(pi) = sum_i pi_i x_i x_i^T`` and the leverage of ``x`` is ``w(x) = x^T V(pi)^{-1} x``.
+Kiefer-Wolfowitz (Lattimore & Szepesvari 2020, Thm 21.1): ``pi`` minimises
+``g(pi) = max_i w(x_i)`` iff it maximises ``log det V(pi)`` iff ``g(pi) = r``; some optimum has
+at most ``r (r + 1) / 2`` support points. ``sum_i pi_i w(x_i) = r`` for every ``pi``.
+The weighted version used by VWLS-MDVI (Kitamura et al. 2023, "weighted KW") is the same
+problem on ``sqrt(f_i) x_i``.
+
+Algorithm (theory-anchors §1): greedy volume initialisation (``r`` points chosen by largest
+residual norm, i.e. pivoted Gram-Schmidt, uniform weights), then Frank-Wolfe / Fedorov-Wynn
+steps with exact line search in the unified toward/away form of Todd & Yildirim,
+
+    t = (w_j - r) / ((r - 1) w_j), clipped at t >= -pi_j;   pi <- (pi + t e_j) / (1 + t),
+
+stepping toward the largest leverage, or away from the smallest-leverage support point when
+``r - w_min > w_max - r`` (Wolfe-Atwood rule); the clip is a drop step. ``V^{-1}`` and all
+leverages follow by Sherman-Morrison in O(n r) per step, with ``u = V^{-1} x_j``:
+
+    V^{-1} <- (1 + t) [V^{-1} - t u u^T / (1 + t w_j)],
+    w_i    <- (1 + t) [w_i - t (x_i^T u)^2 / (1 + t w_j)],
+
+and an exact Cholesky refresh every ``refresh_every`` steps. Support pruning: the
+Harman-Pronzato (2007) rule certifies that ``x`` is in no D-optimal support when
+``w(x) < r [1 + e/2 - sqrt(e (4 + e - 4/r)) / 2]`` with ``e = g - r``; certified points are never
+stepped toward, and a certified support point is dropped (``t = -pi_j``) at once. It stops when
+``g <= (1 + tolerance) r``; then ``log det V* - log det V(pi) <= r log(g / r)``, the duality-gap
+certificate [derived: ``log det(V^{-1} V*) <= r log(tr(V^{-1} V*) / r)`` by AM-GM on the
+eigenvalues, and ``tr(V^{-1} V*) = sum_i pi*_i w_i <= g``].
+
+Rank-deficient features are projected onto their column space (SVD, relative tolerance) and the
+design is computed in R^r with ``r`` the rank; a ridge is never added. The whole iteration works
+on orthonormal coordinates of the column space, so its result depends only on that space: it is
+invariant under ``phi -> B phi`` for invertible ``B``.
+
+Two entry points share one implementation: :func:`optimal_design` (host, float64, validated
+input, a frozen :class:`Design` result with a Caratheodory support reduction to at most
+``r (r + 1) / 2`` points) and :func:`design_weights` (pure JAX, jittable and vmappable, for use
+inside jitted algorithms such as VWLS-MDVI; full-column-rank input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+
+Array = jax.Array
+
+DEFAULT_TOLERANCE = 1e-3
+DEFAULT_MAX_ITERATIONS = 20_000
+DEFAULT_REFRESH_EVERY = 200
+RANK_TOLERANCE = 1e-10
+# A certified point is dropped only if the drop keeps V safely non-singular (pi_j w_j < 1).
+_DROP_MARGIN = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# The iteration (pure JAX)
+# ---------------------------------------------------------------------------------------------
+
+
+class DesignState(NamedTuple):
+    """Output of :func:`design_weights` (all arrays; batched under ``vmap``)."""
+
+    weights: Array  # [n] the design pi (exact zeros off the support)
+    leverage: Array  # [n] w_i = x_i^T V(pi)^{-1} x_i, from the last Cholesky refresh
+    g_over_d: Array  # max_i w_i / r
+    iterations: Array  # toward / away / drop steps taken
+    certified: Array  # [n] Harman-Pronzato: certainly outside every optimal support
+
+
+class _Loop(NamedTuple):
+    weights: Array
+    v_inv: Array
+    leverage: Array
+    g: Array
+    certified: Array
+    iterations: Array
+
+
+def _greedy_initial_weights(q: Array) -> Array:
+    """Uniform weights on ``r`` points picked by largest residual norm (pivoted Gram-Schmidt).
+
+    The picked points span R^r, so ``V`` is non-singular from the start; on one-hot features
+    this is already the optimal (uniform) design. ``q``: ``[n, r]`` with orthonormal columns.
+    """
+    n, r = q.shape
+    residual = jnp.sum(q * q, axis=1)
+
+    def pick(k, carry):
+        residual, basis, chosen = carry
+        i = jnp.argmax(jnp.where(chosen, -jnp.inf, residual))
+        v = q[i]
+        for _ in range(2):  # Gram-Schmidt twice: orthogonal to rounding
+            v = v - basis.T @ (basis @ v)
+        b = v / jnp.linalg.norm(v)
+        basis = basis.at[k].set(b)
+        residual = residual - (q @ b) ** 2
+        return residual, basis, chosen.at[i].set(True)
+
+    init = (residual, jnp.zeros((r, r), q.dtype), jnp.zeros(n, bool))
+    _, _, chosen = jax.lax.fori_loop(0, r, pick, init)
+    return chosen.astype(q.dtype) / r
+
+
+def _refresh(q: Array, weights: Array) -> tuple[Array, Array]:
+    """Exact ``V^{-1}`` and leverages from a Cholesky factorisation of ``V(pi)``."""
+    r = q.shape[1]
+    information = (q * weights[:, None]).T @ q
+    chol = jnp.linalg.cholesky(information)
+    chol_inv = solve_triangular(chol, jnp.eye(r, dtype=q.dtype), lower=True)
+    whitened = q @ chol_inv.T
+    return chol_inv.T @ chol_inv, jnp.sum(whitened * whitened, axis=1)
+
+
+def _harman_pronzato_threshold(g: Array, r: int) -> Array:
+    """Leverage below which a point is in no D-optimal support (Harman & Pronzato 2007)."""
+    e = jnp.maximum(g - r, 0.0)
+    return r * (1.0 + e / 2.0 - jnp.sqrt(e * (4.0 + e - 4.0 / r)) / 2.0)
+
+
+def _step(q: Array, r: int, s: _Loop) -> _Loop:
+    """One toward / away / drop step with exact line search and Sherman-Morrison updates."""
+    weights, v_inv, leverage = s.weights, s.v_inv, s.leverage
+    in_support = weights > 0
+    toward = jnp.argmax(jnp.where(s.certified, -jnp.inf, leverage))
+    away = jnp.argmin(jnp.where(in_support, leverage, jnp.inf))
+    droppable = in_support & s.certified & (weights * leverage < 1.0 - _DROP_MARGIN)
+    drop = jnp.any(droppable)
+    use_away = (r - leverage[away]) > (leverage[toward] - r)
+    j = jnp.where(drop, jnp.argmax(droppable), jnp.where(use_away, away, toward))
+    w_j = leverage[j]
+    t = (w_j - r) / ((r - 1) * w_j)
+    t = jnp.where(drop, -weights[j], jnp.maximum(t, -weights[j]))
+    u = v_inv @ q[j]
+    denom = 1.0 + t * w_j
+    projections = q @ u
+    new_leverage = (1.0 + t) * (leverage - t * projections**2 / denom)
+    new_v_inv = (1.0 + t) * (v_inv - t * jnp.outer(u, u) / denom)
+    new_weights = (weights + t * jax.nn.one_hot(j, weights.shape[0], dtype=weights.dtype)) / (1.0 + t)
+    clipped = t <= -weights[j]
+    new_weights = new_weights.at[j].set(jnp.where(clipped, 0.0, new_weights[j]))
+    return _Loop(
+        weights=new_weights,
+        v_inv=new_v_inv,
+        leverage=new_leverage,
+        g=jnp.max(new_leverage),
+        certified=s.certified,
+        iterations=s.iterations + 1,
+    )
+
+
+def _iterate(q: Array, tolerance, max_iterations: int, refresh_every: int) -> DesignState:
+    n, r = q.shape
+    if r == 1:
+        # r = 1 is degenerate for the Todd step: all mass on a point of largest |x|.
+        leverage_all = q[:, 0] ** 2
+        weights = jax.nn.one_hot(jnp.argmax(leverage_all), n, dtype=q.dtype)
+        leverage = leverage_all / jnp.max(leverage_all)
+        return DesignState(weights, leverage, jnp.max(leverage), jnp.array(0), leverage < 1.0)
+    target = (1.0 + tolerance) * r
+
+    def refreshed(weights, certified, iterations):
+        v_inv, leverage = _refresh(q, weights)
+        g = jnp.max(leverage)
+        certified = certified | (leverage < _harman_pronzato_threshold(g, r))
+        return _Loop(weights, v_inv, leverage, g, certified, iterations)
+
+    def outer_cond(s):
+        return (s.g > target) & (s.iterations < max_iterations)
+
+    def outer_body(s):
+        stop = s.iterations + refresh_every
+
+        def inner_cond(s):
+            return (s.g > target) & (s.iterations < jnp.minimum(stop, max_iterations))
+
+        s = jax.lax.while_loop(inner_cond, functools.partial(_step, q, r), s)
+        return refreshed(s.weights, s.certified, s.iterations)
+
+    weights0 = _greedy_initial_weights(q)
+    s = refreshed(weights0, jnp.zeros(n, bool), jnp.array(0))
+    s = jax.lax.while_loop(outer_cond, outer_body, s)
+    return DesignState(s.weights, s.leverage, s.g / r, s.iterations, s.certified)
+
+
+def design_weights(
+    features: Array,
+    tolerance=DEFAULT_TOLERANCE,
+    max_iterations=DEFAULT_MAX_ITERATIONS,
+    refresh_every=DEFAULT_REFRESH_EVERY,
+    orthonormalize: bool = True,
+) -> DesignState:
+    """G-optimal design of the rows of ``features`` ``[n, r]`` (pure JAX; jit/vmap friendly).
+
+    ``features`` must have full column rank ``r`` (project first, e.g. with
+    :func:`column_space`); for a weighted design pass ``sqrt(f)[:, None] * features``. The rows
+    are orthonormalised by a QR factorisation (skip it with ``orthonormalize=False`` when the
+    columns are already orthonormal), so the result is invariant under ``features -> features @
+    B`` for invertible ``B``. Stops at ``g <= (1 + tolerance) r`` or after ``max_iterations``
+    steps (check ``g_over_d``).
+    """
+    features = jnp.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must have shape [n, r], got {features.shape}")
+    q = jnp.linalg.qr(features)[0] if orthonormalize else features
+    return _iterate(q, tolerance, max_iterations, refresh_every)
+
+
+_design_weights_jit = jax.jit(design_weights, static_argnames="orthonormalize")
+
+
+# ---------------------------------------------------------------------------------------------
+# Host interface: validation, rank handling, support reduction, the frozen result
+# ---------------------------------------------------------------------------------------------
+
+
+def column_space(features, rank_tolerance: float = RANK_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal coordinates of the column space of ``features`` ``[n, d]``.
+
+    Returns ``(coordinates [n, r], basis [d, r])``: ``U_r`` and ``V_r`` of the thin SVD
+    ``features = U S V^T``, keeping the singular values above ``rank_tolerance * s_max``, so
+    ``features @ basis = U_r S_r`` has full column rank ``r``. Leverages (and hence designs)
+    computed on ``coordinates`` equal those of ``features`` in its column space.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    if s.size == 0 or s[0] == 0.0:
+        raise ValueError("features are all zero: no design exists")
+    rank = int(np.sum(s > rank_tolerance * s[0]))
+    return u[:, :rank], vt[:rank].T
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """A G-optimal design and its certificate (from :func:`optimal_design`).
+
+    Attributes:
+      weights: ``[n]`` design ``pi`` over the input rows, exact zeros off the support.
+      support: indices of the rows with positive weight (ascending).
+      g_over_d: ``max_i w_i / r``, recomputed exactly at the end (1 at the optimum).
+      gap_bound: ``r log(g / r)``, an upper bound on ``log det V* - log det V(pi)``.
+      iterations: toward / away / drop steps taken.
+      rank: ``r``, the rank of the (weighted) features; ``d`` below is their dimension.
+      dim: ``d``.
+      converged: ``g <= (1 + tolerance) r``.
+      leverage: ``[n]`` leverages ``w_i`` (in the column space).
+    """
+
+    weights: np.ndarray
+    support: np.ndarray
+    g_over_d: float
+    gap_bound: float
+    iterations: int
+    rank: int
+    dim: int
+    converged: bool
+    leverage: np.ndarray
+
+    @property
+    def g(self) -> float:
+        return self.g_over_d * self.rank
+
+    def counts(self, total: int) -> np.ndarray:
+        """Samples per row for a budget of ``total``: see :func:`allocation_counts`."""
+        if total < 1:
+            raise ValueError(f"total must be >= 1, got {total}")
+        return allocation_counts(self.weights, total)
+
+
+def allocation_counts(weights, total):
+    """``n_i = ceil(pi_i N)`` samples at each support point (at least 1 there), 0 elsewhere.
+
+    The Lattimore-Szepesvari allocation (eq. 21.3): the sum lies in ``[N, N + |support|)``.
+    NumPy in, NumPy out (int64); JAX arrays (possibly traced) give JAX integers. A relative
+    ``1e-12`` guards against rounding: ``ceil((1/9) * 9)`` is 1, not 2.
+    """
+    xp = np if isinstance(weights, np.ndarray) else jnp
+    weights = xp.asarray(weights)
+    raw = xp.ceil(weights * total * (1.0 - 1e-12))
+    counts = xp.where(weights > 0, xp.maximum(raw, 1.0), 0.0)
+    if xp is np:
+        return counts.astype(np.int64)
+    return counts.astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+
+
+def _validate(features, weights) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must have shape [n, d], got shape {x.shape}")
+    n, d = x.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"features must have at least one row and one column, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise ValueError(f"features contain NaN or inf, first at {bad}")
+    if weights is not None:
+        f = np.asarray(weights, dtype=np.float64)
+        if f.shape != (n,):
+            raise ValueError(f"weights must have shape [n] = {(n,)}, got {f.shape}")
+        if not np.all(np.isfinite(f)) or np.any(f <= 0):
+            raise ValueError("weights must be finite and > 0 (a design on sqrt(f) * phi)")
+        x = np.sqrt(f)[:, None] * x
+    return x
+
+
+def _leverages(coordinates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    information = (coordinates * weights[:, None]).T @ coordinates
+    chol = np.linalg.cholesky(information)
+    whitened = np.linalg.solve(chol, coordinates.T)
+    return np.sum(whitened * whitened, axis=0)
+
+
+def _caratheodory(coordinates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Reduce the support to at most ``r (r + 1) / 2`` points without raising ``g``.
+
+    Moves along a null direction ``delta`` of ``pi -> sum_i pi_i x_i x_i^T`` restricted to the
+    support (so the unnormalised information matrix is unchanged), with the sign chosen so that
+    ``sum delta <= 0``, until a weight hits zero; renormalising then multiplies every leverage
+    by ``sum pi <= 1``, so ``g`` does not increase and ``log det`` does not decrease.
+    """
+    r = coordinates.shape[1]
+    limit = r * (r + 1) // 2
+    rows, cols = np.triu_indices(r)
+    weights = weights.copy()
+    while True:
+        support = np.flatnonzero(weights > 0)
+        if support.size <= limit:
+            return weights / weights.sum()
+        x = coordinates[support]
+        moments = (x[:, rows] * x[:, cols]).T  # [limit, s]
+        _, _, vt = np.linalg.svd(moments)
+        delta = vt[-1]  # s > limit: a null direction exists
+        if delta.sum() > 0:
+            delta = -delta
+        ratios = np.full(support.size, np.inf)
+        negative = delta < 0
+        ratios[negative] = weights[support][negative] / -delta[negative]
+        hit = int(np.argmin(ratios))
+        new = weights[support] + ratios[hit] * delta
+        new[hit] = 0.0
+        weights[support] = np.maximum(new, 0.0)
+
+
+def optimal_design(
+    features,
+    weights=None,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    refresh_every: int = DEFAULT_REFRESH_EVERY,
+    rank_tolerance: float = RANK_TOLERANCE,
+) -> Design:
+    """G-optimal design on the rows of ``features`` ``[n, d]``, optionally weighted, in float64.
+
+    Args:
+      features: ``Phi[n, d]``, finite. Rank-deficient sets are designed in their column space
+        (``rank`` in the result); all-zero features are rejected.
+      weights: optional ``f[n] > 0``: the design is then on ``sqrt(f) * phi`` (weighted
+        Kiefer-Wolfowitz, Kitamura et al. 2023).
+      tolerance: stop at ``g <= (1 + tolerance) r``.
+      max_iterations: cap on toward / away / drop steps (``converged`` says whether it stopped
+        on the tolerance).
+      refresh_every: steps between exact Cholesky refreshes of ``V^{-1}`` and the leverages.
+      rank_tolerance: relative singular-value threshold of the column-space projection.
+
+    Raises:
+      ValueError: wrong shapes, NaN or inf, non-positive weights, all-zero features, a
+        tolerance that is not > 0.
+    """
+    if not (tolerance > 0 and math.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be finite and > 0, got {tolerance}")
+    if max_iterations < 0 or refresh_every < 1:
+        raise ValueError("max_iterations must be >= 0 and refresh_every >= 1")
+    x = _validate(features, weights)
+    coordinates, _ = column_space(x, rank_tolerance)
+    rank = coordinates.shape[1]
+    with jax.enable_x64(True):
+        state = _design_weights_jit(
+            jnp.asarray(coordinates),
+            jnp.asarray(tolerance, jnp.float64),
+            jnp.asarray(max_iterations),
+            jnp.asarray(refresh_every),
+            orthonormalize=False,  # the SVD coordinates are orthonormal already
+        )
+        pi = np.asarray(state.weights, dtype=np.float64)
+        iterations = int(state.iterations)
+    pi = np.where(pi > 0, pi, 0.0)
+    pi = _caratheodory(coordinates, pi / pi.sum())
+    leverage = _leverages(coordinates, pi)
+    g = float(np.max(leverage))
+    return Design(
+        weights=pi,
+        support=np.flatnonzero(pi > 0),
+        g_over_d=g / rank,
+        gap_bound=rank * math.log(max(g / rank, 1.0)),
+        iterations=iterations,
+        rank=rank,
+        dim=x.shape[1],
+        converged=g <= (1.0 + tolerance) * rank * (1 + 1e-12),
+        leverage=leverage,
+    )

@@ -1,0 +1,121 @@
+"""Exponent fitting for sample-complexity checks: thresholds, log-log slopes, seed bootstrap.
+
+The protocol of theory-anchors §4: for each horizon (or dimension) ``x``, the experiment
+evaluates the success indicator of every seed at several sample sizes ``M``; the threshold
+``N*(x)`` is the smallest evaluated sample count whose success rate, and that of every larger
+evaluated count, reaches the level (0.9). The exponent is the least-squares slope of
+``log N*`` on ``log x``; its confidence interval comes from resampling seeds (a seed bootstrap:
+each replicate redraws the seeds of every ``x`` with replacement, recomputes each threshold
+from the stored indicators and refits the slope). Deterministic for a given ``numpy`` seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+def loglog_slope(x, y) -> tuple[float, float]:
+    """Least-squares fit ``log y = slope log x + intercept``; returns ``(slope, intercept)``."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError(f"need two 1-D arrays of equal length >= 2, got {x.shape} and {y.shape}")
+    if np.any(x <= 0) or np.any(y <= 0) or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("log-log fits need finite, positive x and y")
+    lx, ly = np.log(x), np.log(y)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    return float(slope), float(intercept)
+
+
+def local_slopes(x, y) -> np.ndarray:
+    """Slopes between consecutive points on log-log axes (``len(x) - 1`` values)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return np.diff(np.log(y)) / np.diff(np.log(x))
+
+
+def threshold_index(success_rates, level: float) -> int | None:
+    """Index (into evaluations sorted by sample size) of the threshold, or None.
+
+    The smallest index ``i`` with ``rate[j] >= level`` for every ``j >= i``: a rate that dips
+    below the level at a larger sample size (noise) moves the threshold up, never down.
+    """
+    rates = np.asarray(success_rates, np.float64)
+    ok = rates >= level
+    if not ok[-1]:
+        return None
+    failing = np.flatnonzero(~ok)
+    return 0 if failing.size == 0 else int(failing[-1]) + 1
+
+
+def threshold(samples, success, level: float) -> float:
+    """``N*``: the threshold sample count from indicators ``success[n_evals, seeds]``.
+
+    ``samples[n_evals]`` are the (mean) sample counts of the evaluations, in any order; NaN
+    when even the largest fails the level.
+    """
+    samples = np.asarray(samples, np.float64)
+    success = np.asarray(success, bool)
+    if success.ndim != 2 or success.shape[0] != samples.shape[0]:
+        raise ValueError(f"success must be [n_evals, seeds] matching samples, got {success.shape}")
+    order = np.argsort(samples, kind="stable")
+    index = threshold_index(success[order].mean(axis=1), level)
+    return float("nan") if index is None else float(samples[order][index])
+
+
+def bootstrap_thresholds(samples, success, level: float, num_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``num_boot`` thresholds, each from a resample (with replacement) of the seeds.
+
+    The same seed indices are used for every evaluation of one replicate (the evaluations
+    share their seeds: common random numbers). Replicates whose largest evaluation fails are
+    set to that largest sample count (right-censored; reported as such by callers).
+    """
+    samples = np.asarray(samples, np.float64)
+    success = np.asarray(success, bool)
+    order = np.argsort(samples, kind="stable")
+    samples, success = samples[order], success[order]
+    n_seeds = success.shape[1]
+    out = np.empty(num_boot)
+    for b in range(num_boot):
+        idx = rng.integers(0, n_seeds, n_seeds)
+        index = threshold_index(success[:, idx].mean(axis=1), level)
+        out[b] = samples[-1] if index is None else samples[index]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SlopeFit:
+    """A log-log slope with a bootstrap percentile interval."""
+
+    slope: float
+    intercept: float
+    ci_low: float
+    ci_high: float
+    local: tuple[float, ...]
+    num_boot: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def slope_with_ci(x, y, y_boot, confidence: float = 0.95) -> SlopeFit:
+    """Slope of ``log y`` on ``log x`` and its percentile interval from replicates.
+
+    Args:
+      x, y: ``[n]`` point estimates.
+      y_boot: ``[n, B]`` bootstrap replicates of ``y`` (independent across ``x``).
+      confidence: two-sided level of the interval.
+    """
+    x = np.asarray(x, np.float64)
+    y_boot = np.asarray(y_boot, np.float64)
+    slope, intercept = loglog_slope(x, y)
+    if y_boot.ndim != 2 or y_boot.shape[0] != x.size:
+        raise ValueError(f"y_boot must be [len(x), B], got {y_boot.shape}")
+    lx = np.log(x)
+    centred = lx - lx.mean()
+    ly = np.log(y_boot)
+    slopes = centred @ (ly - ly.mean(axis=0)) / (centred @ centred)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(slopes, [alpha, 1.0 - alpha])
+    return SlopeFit(slope, intercept, float(low), float(high), tuple(float(s) for s in local_slopes(x, y)), y_boot.shape[1])
