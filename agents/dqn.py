@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import chex
 import jax
@@ -79,6 +79,10 @@ class DQNConfig:
     """Lower clip l0 of the scaled log-policy bonus."""
     dvw: bool = False
     """Deep Variance Weighting."""
+    dvw_network: Literal["separate", "shared"] = "separate"
+    """separate: a second network of the Q-network's architecture (the official code);
+    shared: a variance head on the Q-network's torso, read through a stop-gradient, frozen
+    with the target network (cheaper: DVW then only adds the previous target's forward pass)."""
     variance_epsilon: float = 0.1
     """eps_w added to exp(out) in the variance network."""
     weight_min: float = 0.1
@@ -127,6 +131,8 @@ class DQNConfig:
             and self.kl_weight + self.entropy_weight <= 0
         ):
             raise ValueError("munchausen needs kl_weight + entropy_weight > 0")
+        if self.dvw_network not in ("separate", "shared"):
+            raise ValueError(f"dvw_network must be separate or shared, got {self.dvw_network!r}")
         if self.batch_size > self.buffer_size:
             raise ValueError(f"batch_size {self.batch_size} exceeds buffer_size {self.buffer_size}")
         if self.target_period % self.train_frequency:
@@ -136,7 +142,8 @@ class DQNConfig:
 
     @property
     def algorithm(self) -> str:
-        return ("mdqn" if self.munchausen else "dqn") + ("+dvw" if self.dvw else "")
+        dvw = ("+dvw" + ("-shared" if self.dvw_network == "shared" else "")) if self.dvw else ""
+        return ("mdqn" if self.munchausen else "dqn") + dvw
 
     @property
     def updates_per_period(self) -> int:
@@ -156,9 +163,13 @@ class DQNConfig:
 def config_for(algorithm: str, **overrides) -> DQNConfig:
     """``dqn``, ``mdqn``, ``dqn+dvw`` or ``mdqn+dvw`` with the official defaults."""
     base, _, extra = algorithm.partition("+")
-    if base not in ALGORITHMS or extra not in ("", "dvw"):
-        raise ValueError(f"unknown algorithm {algorithm!r}; choose dqn, mdqn, dqn+dvw or mdqn+dvw")
-    return DQNConfig(munchausen=base == "mdqn", dvw=extra == "dvw", **overrides)
+    if base not in ALGORITHMS or extra not in ("", "dvw", "dvw-shared"):
+        raise ValueError(
+            f"unknown algorithm {algorithm!r}; choose dqn, mdqn, dqn+dvw, mdqn+dvw (or +dvw-shared)"
+        )
+    if extra == "dvw-shared":
+        overrides = {"dvw_network": "shared", **overrides}
+    return DQNConfig(munchausen=base == "mdqn", dvw=extra.startswith("dvw"), **overrides)
 
 
 class Params(NamedTuple):
@@ -266,9 +277,13 @@ class DQNAgent:
         self.config = config
         self.env = env
         self.num_actions = env.num_actions
-        self.network = network or networks.minatar_q_network(env.num_actions, config.hidden, config.conv_features)
-        self.num_trained = 2 if config.dvw else 1
-        rates = [config.learning_rate] + ([config.variance_learning_rate] if config.dvw else [])
+        self.shared_variance = config.dvw and config.dvw_network == "shared"
+        self.network = network or networks.minatar_q_network(
+            env.num_actions, config.hidden, config.conv_features, variance_head=self.shared_variance
+        )
+        self.separate_variance = config.dvw and not self.shared_variance
+        # The shared variance head trains with the Q-network's step size.
+        rates = [config.learning_rate] + ([config.variance_learning_rate] if self.separate_variance else [])
         self.optimizer = optax.chain(
             optax.scale_by_adam(eps=config.adam_eps), _stacked_learning_rates(jnp.asarray(rates, jnp.float32))
         )
@@ -284,7 +299,7 @@ class DQNAgent:
 
     def q_values(self, params: Params, obs: jax.Array) -> jax.Array:
         """Online Q-values ``[B, A]``."""
-        return self.network.apply(jax.tree.map(lambda x: x[0], params.trained), obs)
+        return self.network.apply(jax.tree.map(lambda x: x[0], params.trained), obs)[..., : self.num_actions]
 
     def epsilon(self, step):
         c = self.config
@@ -308,9 +323,11 @@ class DQNAgent:
         members = [q_params]
         frozen = [q_params]
         if c.dvw:
+            frozen.append(q_params)  # previous target
+        if self.separate_variance:
             var_params = self.network.init(var_key, dummy)
             members.append(var_params)
-            frozen += [q_params, var_params]  # previous target, frozen variance
+            frozen.append(var_params)  # frozen variance network
         stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
         trained = stack(members)
         log_scale = jnp.asarray(c.scale_init, jnp.float32)
@@ -372,15 +389,19 @@ class DQNAgent:
         discount = c.gamma * (1.0 - batch.terminated.astype(jnp.float32))
         # The target networks (current, and previous with DVW) see [s; s'] in one pass; the
         # frozen variance network only s.
+        A = self.num_actions
         targets = jax.tree.map(lambda x: x[:2], params.frozen)
         frozen_out = self._apply_stacked(targets, jnp.concatenate([batch.obs, batch.next_obs]))
-        target_tm1, target_t = frozen_out[0, :B], frozen_out[0, B:]
+        target_tm1, target_t = frozen_out[0, :B, :A], frozen_out[0, B:, :A]
         log_scale, scale_opt_state = params.log_scale, state.scale_opt_state
         if c.dvw:
-            prev_tm1, prev_t = frozen_out[1, :B], frozen_out[1, B:]
-            variance_params = jax.tree.map(lambda x: x[2], params.frozen)
-            variance_out = self.network.apply(variance_params, batch.obs)
-            variance_frozen = jnp.exp(_take(variance_out, batch.action)) + c.variance_epsilon
+            prev_tm1, prev_t = frozen_out[1, :B, :A], frozen_out[1, B:, :A]
+            if self.shared_variance:  # the target network's variance head is the frozen copy
+                frozen_log_variance = frozen_out[0, :B, A:]
+            else:
+                variance_params = jax.tree.map(lambda x: x[2], params.frozen)
+                frozen_log_variance = self.network.apply(variance_params, batch.obs)
+            variance_frozen = jnp.exp(_take(frozen_log_variance, batch.action)) + c.variance_epsilon
             variance_target = self._td(target_tm1, batch, discount, prev_tm1, prev_t) ** 2
             scale_grad = jax.grad(scale_loss)(log_scale, variance_frozen)
             scale_updates, scale_opt_state = self.scale_optimizer.update(scale_grad, scale_opt_state)
@@ -392,14 +413,16 @@ class DQNAgent:
 
         def loss_fn(trained):
             out = self._apply_stacked(trained, batch.obs)
-            td = self._td(out[0], batch, discount, target_tm1, target_t)
+            q_tm1 = out[0, :, :A]
+            td = self._td(q_tm1, batch, discount, target_tm1, target_t)
             q_loss = jnp.mean(weights * rlax.l2_loss(td))
             if c.dvw:
-                predicted = jnp.exp(_take(out[1], batch.action)) + c.variance_epsilon
+                log_variance = out[0, :, A:] if self.shared_variance else out[1]
+                predicted = jnp.exp(_take(log_variance, batch.action)) + c.variance_epsilon
                 variance_loss = jnp.mean(rlax.huber_loss(variance_target - predicted, 1.0))
             else:
                 variance_loss = jnp.zeros(())
-            return q_loss + variance_loss, (q_loss, variance_loss, _take(out[0], batch.action))
+            return q_loss + variance_loss, (q_loss, variance_loss, _take(q_tm1, batch.action))
 
         grads, (q_loss, variance_loss, q_taken) = jax.grad(loss_fn, has_aux=True)(params.trained)
         updates, opt_state = self.optimizer.update(grads, state.opt_state)
@@ -420,7 +443,9 @@ class DQNAgent:
         pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
         members = [pick(params.trained, 0)]
         if self.config.dvw:
-            members += [pick(params.frozen, 0), pick(params.trained, 1)]
+            members.append(pick(params.frozen, 0))
+        if self.separate_variance:
+            members.append(pick(params.trained, 1))
         return params._replace(frozen=jax.tree.map(lambda *xs: jnp.stack(xs), *members))
 
     def train_step(self, state: TrainState, _=None) -> tuple[TrainState, StepStats]:

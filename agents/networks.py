@@ -44,30 +44,46 @@ class Im2ColConv(hk.Module):
         return patches @ w.reshape(fan_in, self.features) + b
 
 
-def minatar_q_network(num_actions: int, hidden: int = 128, conv_features: int = 16) -> hk.Transformed:
+def minatar_q_network(
+    num_actions: int, hidden: int = 128, conv_features: int = 16, variance_head: bool = False
+) -> hk.Transformed:
     """Conv(C -> 16, 3x3, stride 1, VALID) -> ReLU -> Linear(1024 -> 128) -> ReLU -> Linear(A).
 
     The architecture of the official DVW MinAtar code (and of MinAtar's own DQN example).
-    Input: float observations ``[B, 10, 10, C]``; output: ``[B, num_actions]``.
+    Input: float observations ``[B, 10, 10, C]``; output: ``[B, num_actions]``. With
+    ``variance_head`` a second linear head reads the same torso through a stop-gradient (so
+    fitting it never moves the Q-values' features) and the output is ``[B, 2 * num_actions]``:
+    Q-values, then log-variances.
     """
 
     def forward(obs: jax.Array) -> jax.Array:
         x = jax.nn.relu(Im2ColConv(conv_features, 3, name="conv")(obs))
         x = x.reshape(x.shape[0], -1)
-        x = jax.nn.relu(hk.Linear(hidden, name="hidden")(x))
-        return hk.Linear(num_actions, name="head")(x)
+        torso = jax.nn.relu(hk.Linear(hidden, name="hidden")(x))
+        q = hk.Linear(num_actions, name="head")(torso)
+        if not variance_head:
+            return q
+        log_variance = hk.Linear(num_actions, name="variance_head")(jax.lax.stop_gradient(torso))
+        return jnp.concatenate([q, log_variance], axis=-1)
 
     return hk.without_apply_rng(hk.transform(forward))
 
 
-def mlp_q_network(num_actions: int, hidden: tuple[int, ...] = (64, 64)) -> hk.Transformed:
-    """A small MLP Q-network on flattened observations (probe environments, classic control)."""
+def mlp_q_network(num_actions: int, hidden: tuple[int, ...] = (64, 64), variance_head: bool = False) -> hk.Transformed:
+    """A small MLP Q-network on flattened observations (probe environments, classic control).
+
+    ``variance_head`` as in :func:`minatar_q_network`.
+    """
 
     def forward(obs: jax.Array) -> jax.Array:
         x = obs.reshape(obs.shape[0], -1)
         for i, width in enumerate(hidden):
             x = jax.nn.relu(hk.Linear(width, name=f"hidden_{i}")(x))
-        return hk.Linear(num_actions, name="head")(x)
+        q = hk.Linear(num_actions, name="head")(x)
+        if not variance_head:
+            return q
+        log_variance = hk.Linear(num_actions, name="variance_head")(jax.lax.stop_gradient(x))
+        return jnp.concatenate([q, log_variance], axis=-1)
 
     return hk.without_apply_rng(hk.transform(forward))
 

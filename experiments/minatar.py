@@ -24,7 +24,7 @@ from experiments.checkpoint import Checkpointer
 from experiments.results import RunDir, format_table, plot_lines, write_json, write_tidy_csv
 
 CHUNK_METRICS = ("loss", "q_taken", "variance_loss", "weight_mean", "weight_min", "weight_max", "scale", "epsilon")
-ALGORITHM_ORDER = ("dqn", "dqn+dvw", "mdqn", "mdqn+dvw")
+ALGORITHM_ORDER = ("dqn", "dqn+dvw", "dqn+dvw-shared", "mdqn", "mdqn+dvw", "mdqn+dvw-shared")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,8 @@ class MinAtarConfig:
     """Base algorithm."""
     dvw: bool = False
     """Add Deep Variance Weighting."""
+    dvw_network: Literal["separate", "shared"] = "separate"
+    """DVW's variance estimator: a separate network (official) or a head on the Q torso (cheaper)."""
     seeds: int = 4
     """Independent seeds, vmapped in one program."""
     steps: float = 1e6
@@ -67,7 +69,7 @@ class MinAtarConfig:
 
     @property
     def algorithm(self) -> str:
-        return self.algo + ("+dvw" if self.dvw else "")
+        return self.agent_config().algorithm
 
     def run_dir(self) -> Path:
         if self.out is not None:
@@ -80,7 +82,8 @@ class MinAtarConfig:
             raise ValueError(f"steps must be a whole number >= 1, got {steps}")
         return DQNConfig(
             game=self.game, protocol=self.protocol, total_steps=int(steps), munchausen=self.algo == "mdqn",
-            dvw=self.dvw, eval_episodes=self.eval_episodes, learning_starts=self.learning_starts,
+            dvw=self.dvw, dvw_network=self.dvw_network, eval_episodes=self.eval_episodes,
+            learning_starts=self.learning_starts,
             buffer_size=self.buffer_size, target_period=self.target_period,
             exploration_fraction=self.exploration_fraction, learning_rate=self.learning_rate,
         )

@@ -28,7 +28,8 @@ PROBE = dict(
 
 def _probe_agent(algorithm, **overrides):
     config = config_for(algorithm, **{**PROBE, **overrides})
-    return DQNAgent(config, TwoStepProbe(), networks.mlp_q_network(2, (32, 32)))
+    variance_head = config.dvw and config.dvw_network == "shared"
+    return DQNAgent(config, TwoStepProbe(), networks.mlp_q_network(2, (32, 32), variance_head=variance_head))
 
 
 def _random_batch(rng, batch=8, actions=4):
@@ -132,6 +133,23 @@ def test_plain_dqn_update_is_an_adam_step_on_the_rlax_loss():
     assert float(stats.weight_mean) == 1.0
 
 
+def test_shared_variance_head_does_not_touch_the_q_function():
+    """With dvw_network="shared" the variance loss moves only the variance head."""
+    agent = _probe_agent("mdqn+dvw-shared")
+    state = jax.jit(lambda k: agent.warmup(agent.init(k)))(jax.random.key(0))
+    obs = jnp.eye(2, dtype=jnp.float32)
+    params = jax.tree.map(lambda x: x[0], state.params.trained)
+
+    def variance_output(p):
+        return agent.network.apply(p, obs)[:, 2:].sum()
+
+    grads = jax.grad(variance_output)(params)
+    for name, leaves in grads.items():
+        moved = any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(leaves))
+        assert moved == (name.endswith("variance_head")), name
+    assert agent.q_values(state.params, obs).shape == (2, 2)
+
+
 def test_target_refresh_rotates_the_frozen_networks():
     agent = _probe_agent("mdqn+dvw")
     state = agent.init(jax.random.key(0))
@@ -166,7 +184,7 @@ def _probe_fixed_point(config):
     return q
 
 
-@pytest.mark.parametrize("algorithm", ["dqn", "mdqn", "dqn+dvw", "mdqn+dvw"])
+@pytest.mark.parametrize("algorithm", ["dqn", "mdqn", "dqn+dvw", "mdqn+dvw", "mdqn+dvw-shared"])
 def test_every_variant_learns_the_probe_values(algorithm):
     agent = _probe_agent(algorithm)
     train = make_train(agent.config, agent.env, agent.network, num_chunks=2)
