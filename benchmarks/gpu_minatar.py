@@ -33,14 +33,18 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=7.5)
     parser.add_argument("--chunk-steps", type=int, default=25_000)
     parser.add_argument("--eval-episodes", type=int, default=32)
+    parser.add_argument("--algorithms", nargs="*", default=[a + ("+dvw" if d else "") for a, d in ALGORITHMS],
+                        help="subset of dqn, dqn+dvw, mdqn, mdqn+dvw")
+    parser.add_argument("--name", default="gpu_minatar", help="results file name")
     args = parser.parse_args(argv)
+    chosen = [(a, d) for a, d in ALGORITHMS if a + ("+dvw" if d else "") in args.algorithms]
     import jax
 
     device = str(jax.devices()[0])
     print(f"device: {device}; backend {jax.default_backend()}", flush=True)
-    budget = args.minutes * 60 / len(ALGORITHMS)
+    budget = args.minutes * 60 / len(chosen)
     records, table = [], []
-    for algo, dvw in ALGORITHMS:
+    for algo, dvw in chosen:
         started = time.perf_counter()
         config = MinAtarConfig(game=args.game, algo=algo, dvw=dvw, seeds=args.seeds, steps=10_000_000,
                                eval_every=args.chunk_steps, eval_episodes=args.eval_episodes,
@@ -73,10 +77,10 @@ def main(argv=None):
     for row in table:
         print(f"{row['algorithm']:10s} {row['steps_per_seed']:>10d} {row['seeds']:>6d} {row['aggregate_sps']:>14.0f}  "
               f"{row['final_eval_return']:.2f} ({row['final_eval_return_sd']:.2f})")
-    path = write("gpu_minatar", records)
+    path = write(args.name, records)
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "gpu_minatar.json").write_text(path.read_text())
-        Path(os.environ["OUT"], "gpu_minatar_table.json").write_text(json.dumps(table, indent=2))
+        Path(os.environ["OUT"], f"{args.name}.json").write_text(path.read_text())
+        Path(os.environ["OUT"], f"{args.name}_table.json").write_text(json.dumps(table, indent=2))
 
 
 if __name__ == "__main__":

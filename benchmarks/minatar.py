@@ -98,8 +98,8 @@ def replay_benchmark(iterations: int = 2000, capacity: int = 100_000):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--game", default="breakout")
-    parser.add_argument("--periods", type=int, default=4, help="target periods (1000 steps) per timed chunk")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--periods", type=int, default=6, help="target periods (1000 steps) per timed chunk")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peer-sps", type=float, default=OFFICIAL_MDQN_DVW_SPS,
                         help="the official code's M-DQN+DVW figure from the reference notes")
     parser.add_argument("--peer-sps-session", type=float, nargs="*", default=[],
