@@ -320,28 +320,28 @@ def report(config: MinAtarReportConfig) -> dict:
 
 
 def demo_section(out: Path):
-    """The MinAtar part of ``mdvi-lab demo``: M-DQN with and without DVW, briefly, on Breakout."""
+    """The MinAtar part of ``mdvi-lab demo``: the four DQN-family agents, briefly, on Breakout."""
     from experiments.demo import DemoSection
 
     runs = []
-    for dvw in (False, True):
+    for algo, dvw in (("dqn", False), ("dqn", True), ("mdqn", False), ("mdqn", True)):
         config = MinAtarConfig(
-            game="breakout", algo="mdqn", dvw=dvw, seeds=2, steps=20_000, eval_every=5_000, eval_episodes=16,
+            game="breakout", algo=algo, dvw=dvw, seeds=2, steps=20_000, eval_every=5_000, eval_episodes=16,
             learning_starts=5_000, buffer_size=20_000, exploration_fraction=0.5, checkpoint_every=0,
-            out=out / "minatar" / f"breakout-mdqn{'-dvw' if dvw else ''}", progress=False,
+            out=out / "minatar" / f"breakout-{algo}{'-dvw' if dvw else ''}", progress=False,
         )
         run(config)
         runs.append(config.run_dir())
     summary = report(MinAtarReportConfig(runs=tuple(runs), out=out / "minatar" / "report"))
     table = format_table([{k: r[k] for k in ("algorithm", "step", "seeds", "final_return")} for r in summary["table"]])
     text = (
-        "M-DQN and M-DQN+DVW (paper protocol: sticky actions 0.1, 6 actions) for 20k steps on Breakout, 2 "
-        "vmapped seeds each: a smoke run of the whole pipeline (training, greedy evaluation over vmapped "
-        "episodes, tidy CSV, side-by-side report). 20k steps is far too short for the curves to separate; the "
-        "README shows the 2M-step learning check.\n\n" + table
+        "DQN, DQN+DVW, M-DQN and M-DQN+DVW (paper protocol: sticky actions 0.1, 6 actions) for 20k steps on "
+        "Breakout, 2 vmapped seeds each: a smoke run of the whole pipeline (training, greedy evaluation over "
+        "vmapped episodes, tidy CSV, side-by-side report). 20k steps is far too short for the curves to "
+        "separate; the README shows the 2M-step learning check and the GPU runs.\n\n" + table
     )
     return DemoSection(
-        title="MinAtar: M-DQN with and without Deep Variance Weighting",
+        title="MinAtar: DQN and M-DQN, with and without Deep Variance Weighting",
         text=text,
         figures=[out / "minatar" / "report" / "minatar_report.png"],
         files=[out / "minatar" / "report" / "eval_returns.csv"],
