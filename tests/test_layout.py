@@ -42,7 +42,8 @@ def test_no_absolute_machine_paths_in_code():
         if ".venv" in path.parts or "results" in path.parts:
             continue
         text = path.read_text()
-        for marker in ("/work/", "/root/", "/home/"):
-            if marker in text and path.name != "test_layout.py":
+        # spelled in pieces so that this file does not contain the markers it looks for
+        for marker in ("/" + name + "/" for name in ("work", "root", "home")):
+            if marker in text:
                 offenders.append(f"{path.relative_to(ROOT)}: {marker}")
     assert not offenders, offenders
