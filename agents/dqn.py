@@ -282,6 +282,16 @@ class DQNAgent:
             env.num_actions, config.hidden, config.conv_features, variance_head=self.shared_variance
         )
         self.separate_variance = config.dvw and not self.shared_variance
+        # A network handed in must match the config: the shared variance head doubles the output.
+        dummy = jnp.zeros((1, *env.obs_shape), jnp.float32)
+        params_shape = jax.eval_shape(self.network.init, jax.random.key(0), dummy)
+        width = jax.eval_shape(self.network.apply, params_shape, dummy).shape[-1]
+        expected = 2 * self.num_actions if self.shared_variance else self.num_actions
+        if width != expected:
+            raise ValueError(
+                f"the network outputs {width} values per state; {config.algorithm} needs {expected} "
+                f"({'Q-values and log-variances' if self.shared_variance else 'one Q-value per action'})"
+            )
         # The shared variance head trains with the Q-network's step size.
         rates = [config.learning_rate] + ([config.variance_learning_rate] if self.separate_variance else [])
         self.optimizer = optax.chain(

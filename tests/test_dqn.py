@@ -133,6 +133,14 @@ def test_plain_dqn_update_is_an_adam_step_on_the_rlax_loss():
     assert float(stats.weight_mean) == 1.0
 
 
+def test_network_width_must_match_the_variance_setting():
+    config = config_for("mdqn+dvw-shared", **PROBE)
+    with pytest.raises(ValueError, match="needs 4"):
+        DQNAgent(config, TwoStepProbe(), networks.mlp_q_network(2, (32, 32)))
+    with pytest.raises(ValueError, match="needs 2"):
+        DQNAgent(config_for("mdqn", **PROBE), TwoStepProbe(), networks.mlp_q_network(2, (32,), variance_head=True))
+
+
 def test_shared_variance_head_does_not_touch_the_q_function():
     """With dvw_network="shared" the variance loss moves only the variance head."""
     agent = _probe_agent("mdqn+dvw-shared")
