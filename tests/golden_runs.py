@@ -1,0 +1,112 @@
+"""Small fixed-seed runs of four experiments, reduced to their numbers.
+
+``tests/test_golden.py`` compares these numbers against ``tests/data/golden.json``, which was
+recorded from the code before the architecture refactor (issue: one MDVI loop, the LM
+objective registry, the DQN agent that takes its environment). ``python tests/golden_runs.py
+--record`` rewrites the file; only do so for a change that is meant to alter the numbers, and
+say why in the commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data" / "golden.json"
+
+# command -> (argv after the command name, files whose numbers are compared)
+RUNS: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "tabular": (
+        ["--env", "garnet", "--num-states", "12", "--num-actions", "3", "--iterations", "10",
+         "--samples-per-pair", "2", "8", "--seeds", "4", "--chunk", "5", "--alpha", "0.9", "--beta", "2.0"],
+        ("metrics.csv",),
+    ),
+    "sample-complexity": (
+        ["--horizons", "8", "16", "--copies", "1", "2", "--dim-horizon", "8", "--seeds", "16",
+         "--bootstrap", "50", "--max-doublings", "12"],
+        ("thresholds.csv", "evaluations.csv"),
+    ),
+    "minatar": (
+        ["--game", "breakout", "--algo", "mdqn", "--dvw", "--seeds", "2", "--steps", "3000",
+         "--learning-starts", "1000", "--target-period", "500", "--eval-every", "1000",
+         "--eval-episodes", "2", "--buffer-size", "2000", "--checkpoint-every", "0"],
+        ("metrics.csv",),
+    ),
+    "lm-irl": (
+        ["--vocab-size", "8", "--num-hidden", "4", "--min-length", "4", "--max-length", "8",
+         "--data-sizes", "16", "--heldout-size", "16", "--lambdas", "0.0", "0.5", "--seeds", "2",
+         "--steps", "20", "--batch-size", "4", "--width", "16", "--num-layers", "1", "--eval-every", "10",
+         "--chunk", "10", "--curve-samples", "4", "--final-samples", "8", "--temperatures", "1.0"],
+        ("metrics.csv",),
+    ),
+}
+
+# rows of these metrics depend on wall-clock time, not on the computation
+TIMING_WORDS = ("seconds", "time", "sps", "wall")
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    keep = []
+    for row in rows:
+        row = {k: v for k, v in row.items() if not any(word in k.lower() for word in TIMING_WORDS)}
+        label = " ".join(str(v) for v in row.values() if isinstance(v, str)).lower()
+        if any(word in label for word in TIMING_WORDS):
+            continue
+        keep.append(row)
+    return keep
+
+
+def run(name: str, out_root: Path) -> dict[str, list[dict]]:
+    from experiments import cli
+
+    argv, files = RUNS[name]
+    out = out_root / name
+    code = cli.main([name, *argv, "--out", str(out), "--no-progress"])
+    if code != 0:
+        raise RuntimeError(f"{name} exited with {code}")
+    return {file: _rows(out / file) for file in files}
+
+
+def compare(expected, actual, rtol: float, where: str = "") -> list[str]:
+    """Every difference between two nested records, as readable lines."""
+    problems = []
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(set(expected) | set(actual)):
+            if key not in expected or key not in actual:
+                problems.append(f"{where}/{key}: present in only one record")
+            else:
+                problems += compare(expected[key], actual[key], rtol, f"{where}/{key}")
+    elif isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{where}: {len(expected)} rows recorded, {len(actual)} now"]
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            problems += compare(e, a, rtol, f"{where}[{i}]")
+    elif isinstance(expected, float) and isinstance(actual, float):
+        same = (math.isnan(expected) and math.isnan(actual)) or expected == actual
+        if not same and not abs(expected - actual) <= rtol * max(abs(expected), abs(actual)):
+            problems.append(f"{where}: recorded {expected!r}, now {actual!r}")
+    elif expected != actual:
+        problems.append(f"{where}: recorded {expected!r}, now {actual!r}")
+    return problems
+
+
+if __name__ == "__main__":
+    if "--record" not in sys.argv:
+        raise SystemExit("usage: python tests/golden_runs.py --record")
+    with tempfile.TemporaryDirectory() as tmp:
+        record = {name: run(name, Path(tmp)) for name in RUNS}
+    DATA.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {DATA}")
