@@ -1,59 +1,57 @@
-"""The ``mdvi-lab`` command line: one subcommand per experiment, typed by tyro.
+"""The ``mdvi-lab`` command line: one subcommand per entry of :mod:`experiments.registry`.
 
-Each entry maps a subcommand to ``(config dataclass, run function)``; ``--help`` on any
-subcommand lists its options with their documentation.
+Options are typed by tyro from each command's config dataclass (``mdvi-lab CMD --help``).
+Every expected failure (bad input, a missing or damaged run, a folder that already holds a
+run, an unwritable output) ends in one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-# subcommand -> (module, config class, run function); modules are imported lazily.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("experiments.demo", "DemoConfig", "run"),
-    "tabular": ("experiments.tabular", "TabularConfig", "run"),
-    "sample-complexity": ("experiments.sample_complexity", "SampleComplexityConfig", "run"),
-    "minatar": ("experiments.minatar", "MinAtarConfig", "run"),
-    "minatar-report": ("experiments.minatar", "MinAtarReportConfig", "report"),
-    "lm-irl": ("experiments.lm_irl", "LMIRLConfig", "run"),
-}
+from experiments.registry import BY_NAME, COMMANDS
 
-DESCRIPTIONS = {
-    "demo": "A tour: one short run per capability, ending in results/demo/REPORT.md.",
-    "tabular": "Exact and sampled MDVI on a tabular MDP; gap per iteration, CSV/JSON/PNG.",
-    "sample-complexity": "N*(H) and N*(d) of tabular, LS-, VWLS- and oracle-weighted MDVI on a linear MDP; "
-    "fitted exponents with bootstrap CIs vs theory.",
-    "minatar": "DQN / M-DQN (+DVW) on a MinAtar game, vmapped seeds, checkpoint/resume.",
-    "minatar-report": "Side-by-side learning curves of finished MinAtar runs.",
-    "lm-irl": "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity.",
-}
+# Failures a user can cause and fix; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError)
 
 
-def main(argv: list[str] | None = None):
+def _usage() -> str:
+    lines = ["usage: mdvi-lab {" + ",".join(BY_NAME) + "} [options]", ""]
+    lines += [f"  {command.name:<20} {command.description}" for command in COMMANDS]
+    lines += ["", "Run `mdvi-lab <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
     import tyro
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: mdvi-lab {" + ",".join(COMMANDS) + "} [options]\n")
-        for name in COMMANDS:
-            print(f"  {name:<20} {DESCRIPTIONS.get(name, '')}")
-        print("\nRun `mdvi-lab <command> --help` for a command's options.")
+        print(_usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        known = ", ".join(COMMANDS)
-        print(f"mdvi-lab: unknown command {name!r}; known commands: {known}", file=sys.stderr)
+    if name not in BY_NAME:
+        print(f"mdvi-lab: unknown command {name!r}; known commands: {', '.join(BY_NAME)}", file=sys.stderr)
         return 2
-    module_name, config_name, run_name = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    config_cls = getattr(module, config_name)
-    config = tyro.cli(config_cls, args=rest, prog=f"mdvi-lab {name}", description=DESCRIPTIONS.get(name))
+    command = BY_NAME[name]
+    config_cls, run = command.load()
     try:
-        getattr(module, run_name)(config)
-    except ValueError as error:
-        print(f"mdvi-lab {name}: error: {error}", file=sys.stderr)
+        config = tyro.cli(config_cls, args=rest, prog=f"mdvi-lab {name}", description=command.description)
+    except EXPECTED_ERRORS as error:  # a config's own validation, run by its __post_init__
+        print(f"mdvi-lab {name}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    try:
+        run(config)
+    except EXPECTED_ERRORS as error:
+        print(f"mdvi-lab {name}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mdvi-lab {name}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

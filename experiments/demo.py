@@ -1,19 +1,19 @@
 """``mdvi-lab demo``: a tour with one short run per capability, ending in ``REPORT.md``.
 
-Each capability registers a section function ``section(out: Path) -> DemoSection`` in
-:data:`SECTIONS`; the tour runs them in order on embedded defaults (no server, no download)
+Each command of :mod:`experiments.registry` with a ``demo_section`` adds one section
+(``section(out: Path) -> DemoSection``); the tour runs them in order on embedded defaults (no server, no download)
 and links every figure and table they made from ``results/demo/REPORT.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
 import traceback
 from pathlib import Path
 
-from experiments.results import manifest, write_json
+from experiments import registry
+from experiments.results import manifest, write_json, write_text_atomic
 
 
 @dataclasses.dataclass
@@ -24,16 +24,6 @@ class DemoSection:
     files: list[Path] = dataclasses.field(default_factory=list)
 
 
-# (module, function) pairs, run in this order. Imported lazily so one capability's heavy
-# imports do not slow the others.
-SECTIONS: list[tuple[str, str]] = [
-    ("experiments.tabular", "demo_section"),
-    ("experiments.sample_complexity", "demo_section"),
-    ("experiments.minatar", "demo_section"),
-    ("experiments.lm_irl", "demo_section"),
-]
-
-
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     """The lab's tour: one short run per capability, then ``REPORT.md``."""
@@ -41,7 +31,7 @@ class DemoConfig:
     out: Path = Path("results/demo")
     """Output folder of the tour."""
     only: tuple[str, ...] = ()
-    """Run only the sections whose module name contains one of these strings."""
+    """Run only the sections of these commands (e.g. ``--only tabular lm-irl``)."""
 
 
 def run(config: DemoConfig) -> Path:
@@ -51,16 +41,20 @@ def run(config: DemoConfig) -> Path:
     timings = []
     failures = []
     started = time.perf_counter()
-    for module_name, function_name in SECTIONS:
-        if config.only and not any(tag in module_name for tag in config.only):
+    sections = registry.demo_commands()
+    unknown = sorted(set(config.only) - {command.name for command in sections})
+    if unknown:
+        raise ValueError(f"--only: no demo section named {', '.join(unknown)}; known: {', '.join(c.name for c in sections)}")
+    for command in sections:
+        if config.only and command.name not in config.only:
             continue
-        print(f"== demo: {module_name}.{function_name}", flush=True)
+        print(f"== demo: {command.name}", flush=True)
         t0 = time.perf_counter()
         try:
-            section = getattr(importlib.import_module(module_name), function_name)(out)
+            section = command.load_demo_section()(out)
         except Exception:  # noqa: BLE001 - report, keep touring, fail at the end
-            failures.append(module_name)
-            lines += [f"## {module_name}: FAILED", "", "```", traceback.format_exc(), "```", ""]
+            failures.append(command.name)
+            lines += [f"## {command.name}: FAILED", "", "```", traceback.format_exc(), "```", ""]
             traceback.print_exc()
             continue
         seconds = time.perf_counter() - t0
@@ -76,7 +70,7 @@ def run(config: DemoConfig) -> Path:
     lines += ["## Timing", ""] + [f"- {t['section']}: {t['seconds']} s" for t in timings]
     lines += [f"- total: {total:.0f} s", ""]
     report = out / "REPORT.md"
-    report.write_text("\n".join(lines))
+    write_text_atomic(report, "\n".join(lines))
     write_json(out / "manifest.json", manifest())
     print(f"demo report: {report} ({total:.0f} s)")
     if failures:

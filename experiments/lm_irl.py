@@ -100,6 +100,8 @@ class LMIRLConfig:
     """Steps per jitted call (progress-bar granularity; a multiple of eval_every)."""
     out: Path = Path("results/lm_irl")
     """Output folder."""
+    overwrite: bool = False
+    """Replace the run already in --out (otherwise such a folder is refused)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -162,7 +164,7 @@ def run(config: LMIRLConfig) -> dict:
     started = time.perf_counter()
     oracle = config.build_oracle()  # validates the oracle's arguments
     lm_config = config.lm_config()  # validates the learner's
-    run_dir = RunDir(config.out, config)
+    run_dir = RunDir(config.out, config, overwrite=config.overwrite)
     key = jax.random.key(config.seed)
     key_data, key_heldout, key_train, key_final = jax.random.split(key, 4)
     max_size = max(config.data_sizes)
@@ -508,6 +510,7 @@ def demo_section(out: Path):
 
     config = LMIRLConfig(
         out=out / "lm_irl",
+        overwrite=True,
         data_sizes=(256,),
         lambdas=(0.0, 1.0),
         seeds=2,

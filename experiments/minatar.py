@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from agents.dqn import DQNAgent, DQNConfig
 from experiments.checkpoint import Checkpointer
-from experiments.results import RunDir, format_table, plot_lines, write_json, write_tidy_csv
+from experiments.plotting import plot_lines
+from experiments.results import RunDir, format_table, write_json, write_tidy_csv
 
 CHUNK_METRICS = ("loss", "q_taken", "variance_loss", "weight_mean", "weight_min", "weight_max", "scale", "epsilon")
 ALGORITHM_ORDER = ("dqn", "dqn+dvw", "dqn+dvw-shared", "mdqn", "mdqn+dvw", "mdqn+dvw-shared")
@@ -65,6 +66,8 @@ class MinAtarConfig:
     """Continue from the run folder's last checkpoint."""
     checkpoint_every: int = 1
     """Chunks between checkpoints (0: never)."""
+    overwrite: bool = False
+    """Replace the run already in the run folder (otherwise such a folder is refused)."""
     progress: bool = True
 
     @property
@@ -176,21 +179,18 @@ def run(config: MinAtarConfig) -> dict:
     runner = Runner(config)
     run_dir = config.run_dir()
     agent_config = runner.agent_config
-    checkpoints = run_dir / "checkpoints"
-    had_checkpoints = checkpoints.exists() and any(checkpoints.iterdir())
-    if had_checkpoints and not config.resume:
-        raise ValueError(f"{run_dir} holds checkpoints of an earlier run: pass --resume, or choose another --out")
     if config.resume and not config.checkpoint_every:
         raise ValueError("--resume needs checkpoints: set --checkpoint-every to 1 or more")
-    checkpointer = Checkpointer(checkpoints) if config.checkpoint_every else None
+    payload = {"cli": config, "agent": agent_config, "protocol": runner.agent.env.describe(), "chunks": runner.plan}
+    RunDir(run_dir, payload, overwrite=config.overwrite, resume=config.resume,
+           mutable=("cli.resume", "cli.progress", "cli.overwrite", "cli.checkpoint_every"))
+    checkpointer = Checkpointer(run_dir / "checkpoints") if config.checkpoint_every else None
     start_chunk, rows = 0, []
     state = runner.initial_state()
     if config.resume and checkpointer.latest_step() is not None:
         state, extra = checkpointer.restore(state)
         start_chunk, rows = extra["next_chunk"], extra["rows"]
         print(f"resuming {run_dir} at chunk {start_chunk}/{len(runner.plan)}")
-    payload = {"cli": config, "agent": agent_config, "protocol": runner.agent.env.describe(), "chunks": runner.plan}
-    RunDir(run_dir, payload)
 
     total_steps = sum(runner.plan) * agent_config.target_period + agent_config.learning_starts
     done_steps = sum(runner.plan[:start_chunk]) * agent_config.target_period + agent_config.learning_starts
@@ -328,7 +328,7 @@ def demo_section(out: Path):
         config = MinAtarConfig(
             game="breakout", algo=algo, dvw=dvw, seeds=2, steps=20_000, eval_every=5_000, eval_episodes=16,
             learning_starts=5_000, buffer_size=20_000, exploration_fraction=0.5, checkpoint_every=0,
-            out=out / "minatar" / f"breakout-{algo}{'-dvw' if dvw else ''}", progress=False,
+            out=out / "minatar" / f"breakout-{algo}{'-dvw' if dvw else ''}", progress=False, overwrite=True,
         )
         run(config)
         runs.append(config.run_dir())

@@ -5,10 +5,14 @@ Every experiment writes, under ``results/<run>/``:
   * ``config.json``: the frozen config that produced the run;
   * ``manifest.json``: package versions, Python, platform, JAX devices, git commit;
   * ``summary.json`` and one or more PNG figures.
+
+Every file is written atomically (:func:`atomic_path`), and a folder holds one run only
+(:class:`RunDir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -17,6 +21,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -63,11 +68,34 @@ def _jsonable(value):
     return value
 
 
-def write_json(path: Path, payload) -> Path:
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic on POSIX).
+
+    A reader (or a run killed mid-write) sees either the old file or the new one, never a
+    truncated one. On an exception the temporary file is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=False) + "\n")
-    return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: Path, payload) -> Path:
+    return write_text_atomic(path, json.dumps(_jsonable(payload), indent=2, sort_keys=False) + "\n")
 
 
 def git_commit() -> dict:
@@ -119,11 +147,100 @@ def manifest() -> dict:
     }
 
 
-class RunDir:
-    """A results folder: ``RunDir(root / name)`` creates it and writes config + manifest."""
+RUN_MARKERS = ("config.json", "metrics.csv", "summary.json", "checkpoints")
+"""What makes a folder hold a run: a new run refuses to write into such a folder."""
 
-    def __init__(self, path: Path, config=None):
-        self.path = Path(path)
+
+class RunExistsError(ValueError):
+    """The output folder already holds a run and neither ``--overwrite`` nor ``--resume`` was given."""
+
+
+class ConfigMismatchError(ValueError):
+    """A resume asked for a computation other than the one the run folder holds."""
+
+
+def holds_run(path: Path) -> list[str]:
+    """The run markers present in ``path`` (empty: the folder is free for a new run)."""
+    path = Path(path)
+    return [name for name in RUN_MARKERS if (path / name).exists()]
+
+
+def check_output_folder(path: Path) -> Path:
+    """Refuse an ``--out`` that cannot be a folder we write in: a file, a path under a file, read-only."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == path else f"lies under a file ({parent})"
+                raise ValueError(f"output folder {path} {what}")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"output folder {path} is not writable ({parent} is read-only)")
+            break
+    return path
+
+
+def flat_config(config, prefix: str = "") -> dict:
+    """A config as ``{dotted.field: value}`` (nested dataclasses flattened), JSON-normalised."""
+    record = _jsonable(config) if not isinstance(config, Mapping) else {k: _jsonable(v) for k, v in config.items()}
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flat_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(saved, new, mutable: Iterable[str] = ()) -> list[str]:
+    """The fields (dotted names) whose values differ between two configs, ``mutable`` ones aside."""
+    saved, new = flat_config(saved), flat_config(new)
+    mutable = set(mutable)
+
+    def free(name):
+        return any(name == m or name.startswith(m + ".") for m in mutable)
+
+    return [
+        f"{name}: {saved.get(name, '<absent>')!r} -> {new.get(name, '<absent>')!r}"
+        for name in sorted(set(saved) | set(new))
+        if not free(name) and saved.get(name, "<absent>") != new.get(name, "<absent>")
+    ]
+
+
+class RunDir:
+    """A results folder that holds exactly one run.
+
+    ``RunDir(path, config)`` starts a new run: it refuses a folder that already holds one
+    (``RUN_MARKERS``) unless ``overwrite`` (then the old run is removed first), and writes
+    ``config.json`` and ``manifest.json``. ``RunDir(path, config, resume=True)`` continues the
+    run in ``path``: the saved ``config.json`` is the run's identity, a config that differs in
+    any field outside ``mutable`` is refused with the list of differences, and ``config.json``
+    is never rewritten.
+    """
+
+    def __init__(self, path: Path, config=None, *, overwrite: bool = False, resume: bool = False, mutable=()):
+        self.path = check_output_folder(Path(path))
+        if resume:
+            saved = self.path / "config.json"
+            if not saved.exists():
+                raise ValueError(f"cannot resume: {self.path} holds no run (no config.json)")
+            if config is not None:
+                differences = config_differences(json.loads(saved.read_text()), config, mutable)
+                if differences:
+                    raise ConfigMismatchError(
+                        f"cannot resume {self.path}: the run was made with other settings ("
+                        + "; ".join(differences)
+                        + "); start a new run with another --out, or resume with the saved settings"
+                    )
+            return
+        present = holds_run(self.path)
+        if present and not overwrite:
+            raise RunExistsError(
+                f"{self.path} already holds a run ({', '.join(present)}); pass --overwrite to replace it, "
+                "or choose another --out"
+            )
+        if present:
+            shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         if config is not None:
             write_json(self.path / "config.json", config)
@@ -142,14 +259,12 @@ class RunDir:
 def write_tidy_csv(path: Path, rows: Iterable[Mapping], columns=None) -> Path:
     rows = list(rows)
     columns = list(columns or (rows[0].keys() if rows else METRIC_COLUMNS))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    return path
+    return Path(path)
 
 
 def _csv_value(value):
@@ -173,49 +288,6 @@ def tidy_rows(variant: str, metric: str, values, steps=None, **extra) -> list[di
                 {"variant": variant, "seed": seed, "step": int(step), "metric": metric, "value": float(value), **extra}
             )
     return rows
-
-
-def plot_lines(
-    data,
-    path: Path,
-    *,
-    x: str = "step",
-    y: str = "value",
-    hue: str | None = "variant",
-    title: str = "",
-    xlabel: str | None = None,
-    ylabel: str | None = None,
-    logy: bool = False,
-    logx: bool = False,
-    errorbar=("ci", 95),
-    reference_lines: Mapping[str, float] | None = None,
-) -> Path:
-    """A seaborn line plot with a 95% interval over seeds, saved as PNG (small, 110 dpi)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.lineplot(data=data, x=x, y=y, hue=hue, errorbar=errorbar, ax=ax, seed=0, n_boot=300)
-    for label, level in (reference_lines or {}).items():
-        ax.axhline(level, ls="--", lw=1, color="grey")
-        ax.annotate(label, (ax.get_xlim()[0], level), fontsize=8, color="grey", va="bottom")
-    if logy:
-        ax.set_yscale("log")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or y)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def format_table(rows: list[Mapping], columns: list[str] | None = None) -> str:

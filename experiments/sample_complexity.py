@@ -85,6 +85,8 @@ class SampleComplexityConfig:
     """Master seed (runs and bootstrap)."""
     out: Path = Path("results/sample_complexity")
     """Output folder."""
+    overwrite: bool = False
+    """Replace the run already in --out (otherwise such a folder is refused)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -371,7 +373,7 @@ def _fit(rows, boots, algorithms, key: str, divide_log: bool = False):
 
 
 def _run(config: SampleComplexityConfig) -> dict:
-    run_dir = RunDir(config.out, config)
+    run_dir = RunDir(config.out, config, overwrite=config.overwrite)
     started = time.perf_counter()
     master = jax.random.key(config.seed)
     total = len(config.algorithms) * (len(config.horizons) + len(config.copies))
@@ -535,6 +537,7 @@ def demo_section(out: Path):
         precision=1.3,
         bootstrap=300,
         out=out / "sample_complexity",
+        overwrite=True,
         progress=False,
     )
     summary = run(config)

@@ -17,7 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from envs import tabular as tabular_envs
-from experiments.results import RunDir, format_table, plot_lines, tidy_rows
+from experiments.plotting import plot_lines
+from experiments.results import RunDir, format_table, tidy_rows
 from mdvi import Regularization
 from mdvi import tabular as solvers
 
@@ -60,6 +61,8 @@ class TabularConfig:
     """Iterations per jitted call (progress-bar granularity)."""
     out: Path = Path("results/tabular")
     """Output folder."""
+    overwrite: bool = False
+    """Replace the run already in --out (otherwise such a folder is refused)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -111,7 +114,7 @@ def _run(config: TabularConfig) -> dict:
     mdp = config.build_mdp()
     regularization = config.regularization()
     model = mdp.model()
-    run_dir = RunDir(config.out, config)
+    run_dir = RunDir(config.out, config, overwrite=config.overwrite)
     started = time.perf_counter()
     optimum = solvers.optimal_values(model)
     v_star = optimum.v
@@ -216,7 +219,7 @@ def demo_section(out: Path):
     """The tabular part of ``mdvi-lab demo``: a Garnet, exact and sampled MDVI."""
     from experiments.demo import DemoSection
 
-    config = TabularConfig(out=out / "tabular", iterations=60, seeds=100, progress=False)
+    config = TabularConfig(out=out / "tabular", iterations=60, seeds=100, progress=False, overwrite=True)
     summary = run(config)
     table = format_table(summary["variants"])
     text = (

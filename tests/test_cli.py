@@ -52,10 +52,34 @@ def test_unknown_env_is_rejected_by_the_parser():
         cli.main(["tabular", "--env", "maze"])
 
 
-def test_every_demo_section_resolves():
-    import importlib
+def test_every_command_and_demo_section_resolves():
+    from experiments.registry import COMMANDS
 
-    from experiments.demo import SECTIONS
+    for command in COMMANDS:
+        config_cls, run = command.load()
+        assert callable(run) and isinstance(config_cls, type), command.name
+        if command.demo_section:
+            assert callable(command.load_demo_section()), command.name
 
-    for module, function in SECTIONS:
-        assert callable(getattr(importlib.import_module(module), function))
+
+def test_an_existing_run_is_refused_without_overwrite(tmp_path, capsys):
+    args = ["tabular", "--env", "chain", "--num-states", "5", "--iterations", "3", "--samples-per-pair", "2",
+            "--seeds", "2", "--chunk", "3", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert cli.main(args) == 0
+    before = (tmp_path / "run" / "metrics.csv").read_bytes()
+    capsys.readouterr()
+    assert cli.main([*args[:-3], "--env", "gridworld", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "run" / "metrics.csv").read_bytes() == before
+    assert cli.main([*args, "--overwrite"]) == 0
+
+
+def test_an_unusable_output_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "below"):
+        code = cli.main(["tabular", "--iterations", "2", "--seeds", "2", "--out", str(out), "--no-progress"])
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert "file" in err and len(err.splitlines()) == 1

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import golden_runs
+import pytest
 
 RECORD = json.loads(golden_runs.DATA.read_text())
 

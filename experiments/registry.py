@@ -1,0 +1,54 @@
+"""The one registry of ``mdvi-lab`` commands: adding a command is one entry here.
+
+Each :class:`Command` names its module, config dataclass and run function (imported lazily,
+so one experiment's heavy imports never slow another's start), its one-line description for
+``mdvi-lab --help``, and, if it has one, the function that makes its section of
+``mdvi-lab demo`` (``section(out: Path) -> DemoSection``). The demo tours the sections in the
+order of this list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    config: str
+    run: str
+    description: str
+    demo_section: str | None = "demo_section"
+
+    def load(self):
+        """``(config class, run function)``."""
+        module = importlib.import_module(self.module)
+        return getattr(module, self.config), getattr(module, self.run)
+
+    def load_demo_section(self):
+        return getattr(importlib.import_module(self.module), self.demo_section)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("demo", "experiments.demo", "DemoConfig", "run",
+            "A tour: one short run per capability, ending in results/demo/REPORT.md.", demo_section=None),
+    Command("tabular", "experiments.tabular", "TabularConfig", "run",
+            "Exact and sampled MDVI on a tabular MDP; gap per iteration, CSV/JSON/PNG."),
+    Command("sample-complexity", "experiments.sample_complexity", "SampleComplexityConfig", "run",
+            "N*(H) and N*(d) of tabular, LS-, VWLS- and oracle-weighted MDVI on a linear MDP; "
+            "fitted exponents with bootstrap CIs vs theory."),
+    Command("minatar", "experiments.minatar", "MinAtarConfig", "run",
+            "DQN / M-DQN (+DVW) on a MinAtar game, vmapped seeds, checkpoint/resume."),
+    Command("minatar-report", "experiments.minatar", "MinAtarReportConfig", "report",
+            "Side-by-side learning curves of finished MinAtar runs.", demo_section=None),
+    Command("lm-irl", "experiments.lm_irl", "LMIRLConfig", "run",
+            "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity."),
+)
+
+BY_NAME = {command.name: command for command in COMMANDS}
+
+
+def demo_commands() -> tuple[Command, ...]:
+    return tuple(command for command in COMMANDS if command.demo_section)
