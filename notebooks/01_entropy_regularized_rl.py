@@ -27,15 +27,15 @@ import os
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from envs.tabular import chain
+from experiments.plotting import pyplot
+from mdvi import Regularization, entropy, soft_value
+from mdvi import tabular as solvers
 
-from envs.tabular import chain  # noqa: E402
-from mdvi import Regularization, entropy, soft_value  # noqa: E402
-from mdvi import tabular as solvers  # noqa: E402
+# The lab's seaborn style; in a Jupyter kernel the inline backend stays, so figures show.
+plt = pyplot()
 
 jax.config.update("jax_enable_x64", True)  # exact arithmetic for the checks below
 SMOKE = os.environ.get("SMOKE") == "1"

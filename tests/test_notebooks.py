@@ -20,5 +20,13 @@ def test_notebook_executes(source, monkeypatch):
     notebook = jupytext.read(source)
     client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(source.parent)}})
     client.execute()  # raises CellExecutionError (with the failing cell) on any error or failed assert
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    outputs = [o for cell in code_cells for o in cell.get("outputs", [])]
     assert not any(o.get("output_type") == "error" for o in outputs)
+    # Every cell that shows a figure must yield a PNG: a backend forced to Agg before pyplot
+    # is imported yields text only, and this check then fails.
+    plot_cells = [cell for cell in code_cells if "plt.show()" in cell.source]
+    for cell in plot_cells:
+        images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert images, f"no figure shown by the cell:\n{cell.source[:300]}"
+    assert plot_cells, f"{source.name} shows no figure"
