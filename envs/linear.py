@@ -8,11 +8,12 @@ truth comes from the exact tabular solvers.
 
 Constructors: :func:`one_hot` (any tabular MDP), :func:`low_rank_mixture` (simplex features
 times Garnet rows), :func:`kitamura_hard_mdp` (the two-state hard instance of Kitamura et al.
-2023, App. L; theory-anchors §3) and the families of theory-anchors §6: :func:`family_f1`
-(control), :func:`family_f2` (a risky sibling sharing the action block: next-state variances
-differ strongly across design points, the regime where variance weighting matters) and
-:func:`family_f3` (the same MDP with the sibling in its own block: the negative control), plus
-:func:`block_copies` (``k`` independent copies: ``d -> k d``) for dimension sweeps.
+2023, arXiv 2305.13185, App. L) and three families built on it for the lab's sample-complexity
+experiment: :func:`family_f1` (control), :func:`family_f2` (a risky sibling sharing the action
+block: next-state variances differ strongly across design points that share coordinates, the
+regime where variance weighting matters) and :func:`family_f3` (the same MDP with the sibling in
+its own block: the negative control), plus :func:`block_copies` (``k`` independent copies:
+``d -> k d``) for dimension sweeps.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ import math
 
 import numpy as np
 
-from envs.tabular import ROW_SUM_TOLERANCE, TabularMDP, garnet
+from envs.tabular import (
+    TabularMDP,
+    check_count,
+    check_discount,
+    check_real,
+    check_rows_sum_to_one,
+    check_value_scale,
+    garnet,
+)
 
 # Entries of phi @ mu down to this (absolute) are rounding and clipped to 0; below it is an error.
 NEGATIVE_TOLERANCE = 1e-9
@@ -47,8 +56,9 @@ class LinearMDP:
 
     Raises:
       ValueError: naming the problem, for shape mismatches, NaN or inf, a kernel entry below
-        ``-1e-9``, a kernel row that does not sum to 1 (within ``1e-6``), a discount outside
-        [0, 1) or a bad initial distribution.
+        ``-1e-9``, a kernel row that does not sum to 1 (within ``1e-6``), a discount that is
+        not a real number in [0, 1), rewards ``phi @ theta_r`` whose value scale
+        ``max |r| / (1 - gamma)`` is not safely finite, or a bad initial distribution.
     """
 
     features: np.ndarray
@@ -82,24 +92,14 @@ class LinearMDP:
                 f"phi @ mu is not a transition kernel: P[{s}, {a}, {n}] = {P[s, a, n]:.6g} < 0 "
                 "(check mu and the feature ranges)"
             )
-        sums = P.sum(-1)
-        err = np.abs(sums - 1.0)
-        if np.any(err > ROW_SUM_TOLERANCE):
-            s, a = (int(i) for i in np.unravel_index(np.argmax(err), err.shape))
-            _fail(
-                f"phi @ mu rows must sum to 1 (tolerance {ROW_SUM_TOLERANCE}): "
-                f"P[{s}, {a}, :] sums to {sums[s, a]:.9g}"
-            )
-        gamma = self.discount
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.floating, np.integer)):
-            _fail(f"discount must be a real number, got {gamma!r}")
-        if not 0.0 <= float(gamma) < 1.0:
-            _fail(f"discount must lie in [0, 1), got {float(gamma)}")
+        check_rows_sum_to_one(P, "phi @ mu")
+        gamma = check_discount(self.discount)
+        check_value_scale(phi @ theta, gamma, name="reward_params (rewards phi @ theta_r)")
         initial = None if self.initial is None else np.asarray(self.initial, dtype=np.float64)
         for attr, value in (("features", phi), ("factors", mu), ("reward_params", theta)):
             value.setflags(write=False)
             object.__setattr__(self, attr, value)
-        object.__setattr__(self, "discount", float(gamma))
+        object.__setattr__(self, "discount", gamma)
         object.__setattr__(self, "initial", initial)
         self.to_tabular()  # validates the initial distribution with the tabular rules
 
@@ -161,15 +161,20 @@ def low_rank_mixture(
     discount: float = 0.9,
     seed: int = 0,
 ) -> LinearMDP:
-    """A low-rank mixture ``P(. | s, a) = sum_i phi_i(s, a) nu_i`` (theory-anchors §5).
+    """A low-rank mixture ``P(. | s, a) = sum_i phi_i(s, a) nu_i``: a linear MDP with ``mu = nu``.
 
     ``nu_i`` are ``dim`` Garnet rows (``branching`` successors each, :func:`~envs.tabular.garnet`
     conventions); ``phi(s, a)`` is a Dirichlet(1) point of the simplex, except that the first
     ``dim`` pairs (state-major) are the anchors ``e_i`` so the features span R^d; ``theta_r`` is
-    U(0, 1)^d, so rewards lie in [0, 1].
+    U(0, 1)^d, so rewards lie in [0, 1]. Ground truth is linear in ``phi``:
+    ``Q^pi(s, a) = r + gamma P V^pi = phi(s, a)^T (theta_r + gamma nu V^pi)``.
     """
-    if dim < 1 or num_states * num_actions < dim:
+    num_states = check_count(num_states, "num_states")
+    num_actions = check_count(num_actions, "num_actions")
+    dim = check_count(dim, "dim")
+    if num_states * num_actions < dim:
         raise ValueError(f"need 1 <= dim <= S * A = {num_states * num_actions}, got dim={dim}")
+    seed = check_count(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
     nu = garnet(num_states, dim, branching, discount, seed=seed).transitions[0]  # [dim, S]
     phi = rng.dirichlet(np.ones(dim), size=num_states * num_actions)
@@ -191,15 +196,16 @@ def kitamura_hard_mdp(
     delta: float = 0.01,
     seed: int = 0,
 ) -> LinearMDP:
-    """The two-state hard linear MDP of Kitamura et al. (2023, App. L; theory-anchors §3).
+    """The two-state hard linear MDP of Kitamura et al. (2023, arXiv 2305.13185, App. L).
 
     States ``s0`` (reward 1) and ``s1`` (absorbing, reward 0). Actions ``a ~ U[0, 1]^{d-2}``, one
     of which is designated ``beta``. ``phi(s0, a) = (1, 0, a)``, ``phi(s1, .) = e_2``,
     ``theta_r = e_1``; ``P(s0 | s0, a) = gamma + delta <a, beta>``. Valid rows need
     ``delta (d - 2) <= 1 - gamma`` (checked by :class:`LinearMDP`).
     """
-    if dim < 3:
-        raise ValueError(f"the hard MDP needs dim >= 3, got {dim}")
+    dim = check_count(dim, "dim", minimum=3)
+    num_actions = check_count(num_actions, "num_actions")
+    seed = check_count(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
     actions = rng.random((num_actions, dim - 2))
     beta = actions[rng.integers(num_actions)]
@@ -212,7 +218,10 @@ def two_state_linear_mdp(discount: float, actions, beta, delta: float, name: str
     Factors: ``mu_1 = gamma delta_s0 + (1 - gamma) delta_s1``, ``mu_2 = delta_s1``,
     ``mu_{2+i} = delta beta_i (delta_s0 - delta_s1)``; reward parameter ``e_1``.
     """
-    gamma = float(discount)
+    gamma = check_discount(discount)
+    delta = check_real(delta, "delta")
+    if not math.isfinite(delta):
+        raise ValueError(f"delta must be finite, got {delta}")
     actions = np.asarray(actions, dtype=np.float64)
     beta = np.asarray(beta, dtype=np.float64)
     if actions.ndim != 2 or beta.shape != (actions.shape[1],):
@@ -232,7 +241,11 @@ def two_state_linear_mdp(discount: float, actions, beta, delta: float, name: str
     return LinearMDP(phi, mu, theta, gamma, initial=np.array([1.0, 0.0]), name=name)
 
 
-# -- theory-anchors §6 families ---------------------------------------------------------------
+# -- F1-F3: instance families that do and do not separate unweighted from weighted LS ----------
+#
+# Common to all three: gamma = 1 - 1/H; the actions are the corners C of [0, 1]^2 and
+# x_a = <a, beta_vec> with beta_vec = (1, 0.5); Delta (gap_delta) makes the best action at s0 beat
+# the second best by 2 eps in value, so "eps-optimal" means "picks (1, 1) at s0".
 
 CORNERS = np.array(list(itertools.product((0.0, 1.0), repeat=2)))  # the actions C of [0, 1]^2
 BETA_VEC = np.array([1.0, 0.5])  # x_a = <a, beta_vec> in {0, 0.5, 1, 1.5}
@@ -241,13 +254,17 @@ BETA_VEC = np.array([1.0, 0.5])  # x_a = <a, beta_vec> in {0, 0.5, 1, 1.5}
 def gap_delta(horizon: float, epsilon: float) -> float:
     """``Delta`` with ``V(x = 1.5) - V(x = 1) = 2 eps`` at ``s0``, where ``V(x) = 1 / (1 - gamma (gamma + Delta x))``.
 
-    Bisection on ``(0, (1 - gamma) / 1.5]`` (theory-anchors §6): the best action at ``s0`` then
-    beats the second best by ``2 eps`` in value, so "eps-optimal" means "picks (1, 1) at s0".
+    ``P(s0 | s0, a) = gamma + Delta x_a <= 1`` for ``x_a <= 1.5`` bounds ``Delta`` by
+    ``(1 - gamma) / 1.5``, and the gap grows with ``Delta``, so bisection on that interval finds
+    it. With it the best action at ``s0`` beats the second best by ``2 eps`` in value, so
+    "eps-optimal" means "picks (1, 1) at s0".
     """
+    horizon = check_real(horizon, "horizon")
+    epsilon = check_real(epsilon, "epsilon")
     if not (horizon > 1 and math.isfinite(horizon)):
         raise ValueError(f"horizon must be finite and > 1, got {horizon}")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    if not 0 < epsilon < math.inf:
+        raise ValueError(f"epsilon must be finite and > 0, got {epsilon}")
     gamma = 1.0 - 1.0 / horizon
 
     def excess(delta):
@@ -271,17 +288,21 @@ def gap_delta(horizon: float, epsilon: float) -> float:
 def family_f1(horizon: float, epsilon: float = 0.5) -> LinearMDP:
     """F1 (control, d = 4): the two-state hard MDP with actions C and ``beta = (1, 0.5)``.
 
-    All next-state variances of ``V*`` are about ``H / 4``, below the ``+H`` floor, so weighting
-    should change nothing (theory-anchors §6).
+    All next-state variances of ``V*`` are about ``H / 4`` (``s0`` leaves for the absorbing
+    ``s1`` with probability about ``1 - gamma``, and ``V*(s0)`` is about ``1 / (1 - gamma^2) ~ H / 2``,
+    so ``Var ~ (1 - gamma) (H / 2)^2``): below the ``+H`` floor of the regression weights
+    ``1 / (Var + H)``, so weighting should change nothing.
     """
+    delta = gap_delta(horizon, epsilon)  # validates horizon and epsilon
+    horizon = float(horizon)
     gamma = 1.0 - 1.0 / horizon
-    delta = gap_delta(horizon, epsilon)
     return two_state_linear_mdp(gamma, CORNERS, BETA_VEC, delta, name=f"F1-H{horizon:g}")
 
 
 def _risky_sibling(horizon: float, epsilon: float, shared_block: bool) -> LinearMDP:
+    delta = gap_delta(horizon, epsilon)  # validates horizon and epsilon
+    horizon = float(horizon)
     gamma = 1.0 - 1.0 / horizon
-    delta = gap_delta(horizon, epsilon)
     s0, s1, goal, s2 = range(4)
     A = len(CORNERS)
     d = 6 if shared_block else 8
@@ -320,8 +341,10 @@ def family_f2(horizon: float, epsilon: float = 0.5) -> LinearMDP:
     ``mu_2 = delta_s1``, ``mu_3 = delta_G``, ``mu_4 = (delta_G + delta_s1) / 2``,
     ``mu_{4+i} = Delta beta_i (delta_s0 - delta_s1)``; ``theta_r = (1, 0, 1, 0, 0, 0)``. ``s2``
     moves to ``G`` with probability 1/2 (next-state variance about ``H^2 / 4`` against about
-    ``H / 4`` at ``s0``); unweighted least squares leaks it into ``s0``'s action gap
-    (theory-anchors §6).
+    ``H / 4`` at ``s0``); ``s0`` never reaches ``s2``, but ``s2``'s points enter the design and
+    share the last two coordinates with ``s0``'s actions, so unweighted least squares leaks their
+    variance into ``s0``'s action gap (the mixing of variances that costs unweighted LS-MDVI a
+    factor ``H`` in Kitamura et al. 2023).
     """
     return _risky_sibling(horizon, epsilon, shared_block=True)
 
@@ -345,8 +368,7 @@ def block_copies(mdp: LinearMDP, copies: int) -> LinearMDP:
     distribution is spread evenly over the copies. Used to sweep the dimension at a fixed
     per-copy difficulty.
     """
-    if copies < 1:
-        raise ValueError(f"copies must be >= 1, got {copies}")
+    copies = check_count(copies, "copies")
     S, A, d = mdp.features.shape
     phi = np.zeros((copies * S, A, copies * d))
     mu = np.zeros((copies * d, copies * S))

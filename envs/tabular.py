@@ -51,6 +51,86 @@ def _index(array_index) -> tuple[int, ...]:
     return tuple(int(i) for i in array_index)
 
 
+# -------------------------------------------------------------------------------------------
+# Checks shared by the MDP classes and generators here and in envs/linear.py
+# -------------------------------------------------------------------------------------------
+
+
+def _is_scalar_of(value, kind) -> bool:
+    """A NumPy scalar or a 0-d NumPy / JAX array whose dtype is a sub-dtype of ``kind``."""
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and getattr(value, "shape", None) == () and jnp.issubdtype(dtype, kind)
+
+
+def check_real(value, name: str) -> float:
+    """``value`` as a float: a Python, NumPy or 0-d (NumPy or JAX) array real number.
+
+    Bools, strings, complex numbers, arrays with a shape and traced values are refused with a
+    ``ValueError`` naming ``name``. NaN passes: the caller's range check refuses it.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if _is_scalar_of(value, jnp.integer) or _is_scalar_of(value, jnp.floating):
+        try:
+            return float(value)
+        except Exception:  # a tracer: no concrete value to check
+            _fail(f"{name} must be a concrete real number, got {value!r}")
+    _fail(f"{name} must be a real number, got {value!r}")
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``: a Python or NumPy integer or a 0-d integer array.
+
+    Non-integers (``3.5``, but also ``3.0``: a count is an integer), bools and strings are
+    refused with a ``ValueError`` naming ``name``.
+    """
+    if not (isinstance(value, int) and not isinstance(value, bool)) and not _is_scalar_of(value, jnp.integer):
+        _fail(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        _fail(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_discount(discount) -> float:
+    """``gamma`` as a float in ``[0, 1)`` (NaN refused)."""
+    gamma = check_real(discount, "discount")
+    if not 0.0 <= gamma < 1.0:
+        _fail(f"discount must lie in [0, 1), got {gamma}")
+    return gamma
+
+
+def check_value_scale(rewards: np.ndarray, discount: float, dtype=np.float64, name: str = "rewards"):
+    """Refuse rewards whose value scale ``max |r| / (1 - gamma)`` is not safely finite.
+
+    Values are bounded by ``max |r| / (1 - gamma)`` and the variance-weighted methods square
+    them (``Var V = E V^2 - (E V)^2``), so the bound is ``sqrt`` of the largest ``dtype``
+    number: beyond it a value or its square overflows and gaps turn into NaN.
+    """
+    limit = math.sqrt(float(jnp.finfo(dtype).max))
+    with np.errstate(over="ignore"):
+        scale = float(np.max(np.abs(rewards), initial=0.0)) / (1.0 - discount)
+    if not scale <= limit:
+        _fail(
+            f"{name} are too large for discount {discount:g}: max |r| / (1 - gamma) = {scale:.3g} "
+            f"exceeds {limit:.3g} (the square root of the largest {np.dtype(dtype).name}), beyond "
+            "which values or their squares overflow"
+        )
+
+
+def check_rows_sum_to_one(P: np.ndarray, label: str) -> np.ndarray:
+    """The row sums of ``P[S, A, S]``; a ``ValueError`` if one is off 1 by more than the tolerance."""
+    sums = P.sum(-1)
+    err = np.abs(sums - 1.0)
+    if np.any(err > ROW_SUM_TOLERANCE):
+        s, a = _index(np.unravel_index(np.argmax(err), err.shape))
+        _fail(
+            f"{label} rows must sum to 1 (tolerance {ROW_SUM_TOLERANCE}): "
+            f"P[{s}, {a}, :] sums to {sums[s, a]:.9g}"
+        )
+    return sums
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TabularMDP:
     """A finite discounted MDP ``(P, r, gamma, mu0)``.
@@ -64,7 +144,9 @@ class TabularMDP:
 
     Raises:
       ValueError: naming the problem, for shape mismatches, NaN or infinite entries, negative
-        probabilities, rows that do not sum to 1 (within ``1e-6``) or a discount outside [0, 1).
+        probabilities, rows that do not sum to 1 (within ``1e-6``), a discount that is not a
+        real number (a 0-d real array is one) in [0, 1), or rewards so large that
+        ``max |r| / (1 - gamma)`` is not safely finite (:func:`check_value_scale`).
     """
 
     transitions: np.ndarray
@@ -94,20 +176,9 @@ class TabularMDP:
         if np.any(P < 0):
             bad = _index(np.argwhere(P < 0)[0])
             _fail(f"transition probabilities must be >= 0, P{bad} = {P[bad]:.6g}")
-        sums = P.sum(-1)
-        err = np.abs(sums - 1.0)
-        if np.any(err > ROW_SUM_TOLERANCE):
-            s, a = _index(np.unravel_index(np.argmax(err), err.shape))
-            _fail(
-                f"transition rows must sum to 1 (tolerance {ROW_SUM_TOLERANCE}): "
-                f"P[{s}, {a}, :] sums to {sums[s, a]:.9g}"
-            )
-        gamma = self.discount
-        if not isinstance(gamma, (int, float, np.floating, np.integer)) or isinstance(gamma, bool):
-            _fail(f"discount must be a real number, got {gamma!r}")
-        gamma = float(gamma)
-        if not (0.0 <= gamma < 1.0):
-            _fail(f"discount must lie in [0, 1), got {gamma}")
+        sums = check_rows_sum_to_one(P, "transition")
+        gamma = check_discount(self.discount)
+        check_value_scale(r, gamma)
         if self.initial is None:
             mu0 = np.full(S, 1.0 / S)
         else:
@@ -166,11 +237,13 @@ class TabularMDP:
 
         ``auto`` keeps the dense tensor only when the successor lists would be longer than a
         quarter of the state space. ``dtype`` defaults to JAX's default float (float64 under
-        ``jax.enable_x64``).
+        ``jax.enable_x64``); rewards whose value scale overflows it are refused
+        (:func:`check_value_scale`).
         """
         if representation not in ("auto", "dense", "sparse"):
             raise ValueError(f"representation must be auto, dense or sparse, got {representation!r}")
         dtype = dtype or jnp.result_type(float)
+        check_value_scale(self.rewards, self.discount, dtype)
         states, probs = self.successors()
         dense = representation == "dense" or (
             representation == "auto" and states.shape[-1] * 4 > self.num_states
@@ -205,10 +278,12 @@ def garnet(
     their probabilities are the gaps between ``N_B - 1`` sorted U(0, 1) cut points (a uniform
     draw from the simplex). Reward convention: ``r(s, a) ~ U(0, 1)`` i.i.d.
     """
-    if not 1 <= branching <= num_states:
+    num_states = check_count(num_states, "num_states")
+    num_actions = check_count(num_actions, "num_actions")
+    branching = check_count(branching, "branching")
+    if branching > num_states:
         raise ValueError(f"branching N_B must lie in [1, num_states={num_states}], got {branching}")
-    if num_states < 1 or num_actions < 1:
-        raise ValueError("garnet needs num_states >= 1 and num_actions >= 1")
+    seed = check_count(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
     P = np.zeros((num_states, num_actions, num_states))
     cuts = np.sort(rng.random((num_states, num_actions, branching - 1)), axis=-1)
@@ -225,17 +300,21 @@ def garnet(
     return TabularMDP(P, rewards, discount, name=f"garnet-{num_states}x{num_actions}x{branching}")
 
 
+def _check_slip(slip) -> float:
+    slip = check_real(slip, "slip")
+    if not 0.0 <= slip <= 1.0:
+        raise ValueError(f"slip must lie in [0, 1], got {slip}")
+    return slip
+
+
 def chain(num_states: int, slip: float = 0.1, discount: float = 0.9) -> TabularMDP:
     """A chain with actions 0 = left, 1 = right; a move slips to the other direction w.p. ``slip``.
 
     Moves off either end stay put. Reward 1 in the rightmost state (any action), 0.1 in the
     leftmost, 0 elsewhere: a near "distractor" and a far goal.
     """
-    if num_states < 2:
-        raise ValueError(f"chain needs num_states >= 2, got {num_states}")
-    if not 0.0 <= slip <= 1.0:
-        raise ValueError(f"slip must lie in [0, 1], got {slip}")
-    S = num_states
+    S = check_count(num_states, "num_states", minimum=2)
+    slip = _check_slip(slip)
     P = np.zeros((S, 2, S))
     for s in range(S):
         left, right = max(s - 1, 0), min(s + 1, S - 1)
@@ -261,10 +340,8 @@ def gridworld(size: int, slip: float = 0.1, discount: float = 0.9) -> TabularMDP
     instead. The goal (bottom-right) pays 1 per step spent in it and is not absorbing; the
     start is the top-left corner.
     """
-    if size < 2:
-        raise ValueError(f"gridworld needs size >= 2, got {size}")
-    if not 0.0 <= slip <= 1.0:
-        raise ValueError(f"slip must lie in [0, 1], got {slip}")
+    size = check_count(size, "size", minimum=2)
+    slip = _check_slip(slip)
     S = size * size
     P = np.zeros((S, 4, S))
 
@@ -289,23 +366,24 @@ def gridworld(size: int, slip: float = 0.1, discount: float = 0.9) -> TabularMDP
 
 
 def arm_mdp(discount: float, epsilon: float, num_arms: int = 4) -> TabularMDP:
-    """The hard "arm" MDP (Azar, Munos & Kappen 2013 type; theory-anchors §3).
+    """The hard "arm" MDP, after the lower-bound construction of Azar, Munos & Kappen (2013).
 
     States: the decision state ``x`` (0), arms ``y_1..y_A`` (1..A) and an absorbing state
     ``z`` (A + 1). From ``x`` action ``a`` moves to ``y_a`` (reward 0). Each arm pays 1 and
     stays with probability ``p_a``, else falls into ``z`` (reward 0 forever). All arms use
-    ``p = (4 gamma - 1) / (3 gamma)`` (so ``V(y) = 3 / (4 (1 - gamma))`` and the per-step
-    variance is about ``(1 - gamma) H^2``) except arm 1, whose ``p_1`` is set so that
-    ``Q*(x, 1) - Q*(x, a) = 2 epsilon`` exactly. An epsilon-optimal policy must then pick arm 1
+    ``p = (4 gamma - 1) / (3 gamma)`` (so ``V(y) = 1 / (1 - gamma p) = 3 / (4 (1 - gamma))``
+    and the per-step variance is about ``(1 - gamma) H^2``) except arm 1, whose ``p_1`` is set
+    so that ``Q*(x, 1) - Q*(x, a) = gamma (V(y_1) - V(y)) = 2 epsilon`` exactly:
+    ``V(y_1) = V(y) + 2 epsilon / gamma`` and ``p_1 = (1 - 1 / V(y_1)) / gamma``. An epsilon-optimal policy must then pick arm 1
     at ``x`` (other states have a single effective action).
     """
-    gamma = float(discount)
+    gamma = check_real(discount, "discount")
     if not 0.25 <= gamma < 1.0:
         raise ValueError(f"the arm MDP needs discount in [1/4, 1), got {gamma}")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
-    if num_arms < 2:
-        raise ValueError(f"the arm MDP needs at least 2 arms, got {num_arms}")
+    epsilon = check_real(epsilon, "epsilon")
+    if not 0 < epsilon < math.inf:
+        raise ValueError(f"epsilon must be finite and > 0, got {epsilon}")
+    num_arms = check_count(num_arms, "num_arms", minimum=2)
     p = (4 * gamma - 1) / (3 * gamma)
     v_arm = 1.0 / (1.0 - gamma * p)
     v_best = v_arm + 2.0 * epsilon / gamma
@@ -343,6 +421,7 @@ GENERATORS = {
 
 def horizon_to_discount(horizon: float) -> float:
     """``gamma = 1 - 1 / H``."""
+    horizon = check_real(horizon, "horizon")
     if not (horizon >= 1 and math.isfinite(horizon)):
         raise ValueError(f"horizon must be finite and >= 1, got {horizon}")
     return 1.0 - 1.0 / horizon

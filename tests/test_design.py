@@ -160,5 +160,23 @@ def test_column_space_keeps_the_rank():
     coordinates, basis = column_space(features)
     assert coordinates.shape == (50, 3) and basis.shape == (7, 3)
     np.testing.assert_allclose(coordinates.T @ coordinates, np.eye(3), atol=1e-12)
-    # the projection loses nothing: features = (features @ basis) @ basis^T
-    np.testing.assert_allclose(features @ basis @ basis.T, features, atol=1e-10)
+    # the coordinates span the column space of the features (nothing is lost) ...
+    np.testing.assert_allclose(coordinates @ (coordinates.T @ features), features, atol=1e-10)
+    # ... and features @ basis is a full-rank parametrisation of that space
+    projected = features @ basis
+    assert np.linalg.matrix_rank(projected) == 3
+    np.testing.assert_allclose(coordinates @ (coordinates.T @ projected), projected, atol=1e-10)
+
+
+def test_column_scaling_does_not_change_the_design():
+    # columns in wildly different units (1e150 and 1e-150) are the same feature set up to
+    # phi -> B phi with diagonal B: same rank, same design, same leverages
+    rng = np.random.default_rng(8)
+    features = rng.standard_normal((120, 3))
+    base = optimal_design(features, tolerance=1e-8)
+    scaled = optimal_design(features * np.array([1e150, 1.0, 1e-150]), tolerance=1e-8)
+    assert base.rank == scaled.rank == 3
+    np.testing.assert_allclose(scaled.weights, base.weights, atol=1e-8)
+    np.testing.assert_allclose(scaled.leverage, base.leverage, atol=1e-8)
+    coordinates, basis = column_space(features * np.array([1e150, 1.0, 1e-150]))
+    assert coordinates.shape == (120, 3) and np.all(np.isfinite(basis))

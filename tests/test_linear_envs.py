@@ -152,3 +152,37 @@ def test_malformed_linear_mdps_are_rejected(change, message):
 def test_bad_discount_is_rejected():
     with pytest.raises(ValueError, match="discount"):
         LinearMDP(*_valid(), 1.0)
+
+
+def test_reward_params_whose_values_would_overflow_are_refused():
+    phi, mu, _ = _valid()
+    with pytest.raises(ValueError, match=r"^reward_params .* are too large"):
+        LinearMDP(phi, mu, np.array([1e308, 0.0]), 0.9)
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: low_rank_mixture(6, 2, 2.5, 2), "dim"),
+        (lambda: low_rank_mixture(6.0, 2, 2, 2), "num_states"),
+        (lambda: low_rank_mixture(6, 2, 2, 2, seed=0.5), "seed"),
+        (lambda: kitamura_hard_mdp(num_actions=3.5), "num_actions"),
+        (lambda: kitamura_hard_mdp(dim=4.0), "dim"),
+        (lambda: block_copies(family_f1(8), 2.5), "copies"),
+        (lambda: gap_delta("8", 0.5), "horizon"),
+        (lambda: family_f2(8, epsilon=None), "epsilon"),
+    ],
+)
+def test_constructors_refuse_non_integer_counts_naming_the_argument(build, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be an? (integer|real number)"):
+        build()
+
+
+def test_zero_dimensional_arrays_are_accepted_as_discounts_and_horizons():
+    import jax.numpy as jnp
+
+    assert LinearMDP(*_valid(), np.array(0.9)).discount == 0.9
+    assert LinearMDP(*_valid(), jnp.array(0.5)).discount == 0.5
+    assert family_f1(np.array(8.0)).discount == family_f1(8).discount
+    with pytest.raises(ValueError, match="^discount must be a real number"):
+        LinearMDP(*_valid(), np.array([0.9]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -140,3 +141,74 @@ def test_arm_mdp_rejects_impossible_gaps():
         arm_mdp(0.5, epsilon=10.0)
     with pytest.raises(ValueError, match=r"discount in \[1/4, 1\)"):
         arm_mdp(0.1, epsilon=0.1)
+
+
+def test_rewards_whose_values_would_overflow_are_refused(x64):
+    P, _ = _valid()
+    with pytest.raises(ValueError, match=r"rewards are too large.*max \|r\| / \(1 - gamma\) = inf"):
+        TabularMDP(P, np.full((3, 2), 1e308), 0.9)
+    with pytest.raises(ValueError, match="rewards are too large"):
+        TabularMDP(P, np.full((3, 2), -1e153), 0.99)  # finite values, overflowing squares
+    # the limit depends on the dtype the solvers run in
+    mdp = TabularMDP(P, np.full((3, 2), 1e30), 0.9)
+    assert float(mdp.model(dtype=np.float64).reward[0, 0]) == 1e30
+    with pytest.raises(ValueError, match="rewards are too large.*float32"):
+        mdp.model(dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: garnet(3.5, 2, 2), "num_states"),
+        (lambda: garnet(5, 2.0, 2), "num_actions"),
+        (lambda: garnet(5, 2, True), "branching"),
+        (lambda: garnet(5, 2, 2, seed=1.5), "seed"),
+        (lambda: chain(4.5), "num_states"),
+        (lambda: chain(5, slip="0.1"), "slip"),
+        (lambda: gridworld(3.0), "size"),
+        (lambda: arm_mdp(0.9, 0.1, num_arms=2.5), "num_arms"),
+        (lambda: arm_mdp(0.9, "0.1"), "epsilon"),
+        (lambda: horizon_to_discount("8"), "horizon"),
+    ],
+)
+def test_generators_refuse_non_integer_counts_naming_the_argument(build, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be an? (integer|real number)"):
+        build()
+
+
+def test_an_empty_garnet_names_num_states_not_the_branching():
+    with pytest.raises(ValueError, match=r"^num_states must be >= 1, got 0"):
+        garnet(0, 3, 5)
+    with pytest.raises(ValueError, match=r"^num_actions must be >= 1, got 0"):
+        garnet(4, 0, 2)
+
+
+@pytest.mark.parametrize(
+    "discount",
+    [np.array(0.9), np.float32(0.5), np.array(0, dtype=np.int64), jnp.array(0.9), jnp.asarray(0.25, jnp.float32)],
+)
+def test_zero_dimensional_real_arrays_are_accepted_as_discounts(discount):
+    P, r = _valid()
+    mdp = TabularMDP(P, r, discount)
+    assert type(mdp.discount) is float and mdp.discount == float(discount)
+    # and by the generators that pass it on
+    assert garnet(4, 2, 2, discount).discount == float(discount)
+
+
+@pytest.mark.parametrize(
+    "discount, message",
+    [
+        (np.array(True), "be a real number"),
+        (True, "be a real number"),
+        (np.array([0.9]), "be a real number"),
+        (jnp.array([0.9]), "be a real number"),
+        (np.array(0.9 + 0j), "be a real number"),
+        (np.array(np.nan), r"lie in \[0, 1\)"),
+        (jnp.array(1.0), r"lie in \[0, 1\)"),
+        ("0.9", "be a real number"),
+    ],
+)
+def test_discounts_that_are_not_real_numbers_in_range_are_still_refused(discount, message):
+    P, r = _valid()
+    with pytest.raises(ValueError, match=f"^discount must {message}"):
+        TabularMDP(P, r, discount)

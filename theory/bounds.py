@@ -3,8 +3,8 @@
 ``H = 1 / (1 - gamma)``; ``O~`` hides logarithms. Status says how far to trust each entry:
 
 * ``verified``: the rate is stated in a primary source we could read (abstract or code);
-* ``recalled``: from the papers' notes, not checked against the full text (the theorems of
-  Kitamura et al. 2023 could not be retrieved: ``../shared/reference/dvw-vwls-mdvi.md`` §3);
+* ``recalled``: from the papers' abstracts and our notes, not checked against the full text
+  (the theorems of Kitamura et al. 2023 could not be retrieved);
 * ``derived``: argued here, in the docstring of the entry.
 
 What the plots use is the *exponent* of ``H`` (and of ``d``): measured ``N*`` against ``H`` on
@@ -71,8 +71,8 @@ BOUNDS: dict[str, Bound] = {
         note="Recalled, not checked against the theorem. Derived reason: with f = 1 the error at a point "
         "is a mix of all design points' next-state variances, bounded only through max Var <= H^2; the "
         "total-variance argument that gives H^3 needs the error to track the local variance. The H^4 "
-        "appears only when variances differ across design points that share coordinates (theory-anchors "
-        "§6: family F2; F1 and F3 should show H^3).",
+        "appears only when variances differ across design points that share coordinates (family F2 of "
+        "envs.linear; F1 and F3 should show H^3).",
     ),
     "vwls": Bound(
         algorithm="vwls",
@@ -85,8 +85,8 @@ BOUNDS: dict[str, Bound] = {
         status="recalled",
         note="H^3 recalled (abstract: 'nearly minimax optimal'). Dimension, derived: with the weighted "
         "G-optimal design and N samples allocated as ceil(rho_i N), Var(phi^T theta) <= d sigma^2 / N, "
-        "so the cost is linear in d; sampling M per core point of a d(d+1)/2 core set instead gives d^2 "
-        "(theory-anchors §2, 'where d^2 comes from'). Our allocation is the first.",
+        "so the cost is linear in d; sampling M per core point of a core set of about d points instead "
+        "costs d M per iteration with M ~ d sigma^2 / eps^2, hence d^2. Our allocation is the first.",
     ),
     "oracle": Bound(
         algorithm="oracle",
@@ -127,7 +127,11 @@ def iteration_log_factor(horizon) -> np.ndarray:
 
 
 def num_iterations(horizon: float, constant: float = 2.0) -> int:
-    """``K = ceil(c H ln H)`` (theory-anchors §6): enough for MDVI's ``alpha^K H`` bias term."""
+    """``K = ceil(c H ln H)``: enough for MDVI's ``alpha^K H`` bias term (Kozuno et al. 2022).
+
+    With ``alpha = gamma = 1 - 1/H``, ``alpha^K H <= exp(-K / H) H = H^(1 - c)``, which is at most
+    ``1 / H`` for the default ``c = 2``.
+    """
     if not (horizon > 1 and math.isfinite(horizon)):
         raise ValueError(f"horizon must be finite and > 1, got {horizon}")
     if not constant > 0:

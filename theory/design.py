@@ -8,9 +8,10 @@ at most ``r (r + 1) / 2`` support points. ``sum_i pi_i w(x_i) = r`` for every ``
 The weighted version used by VWLS-MDVI (Kitamura et al. 2023, "weighted KW") is the same
 problem on ``sqrt(f_i) x_i``.
 
-Algorithm (theory-anchors §1): greedy volume initialisation (``r`` points chosen by largest
-residual norm, i.e. pivoted Gram-Schmidt, uniform weights), then Frank-Wolfe / Fedorov-Wynn
-steps with exact line search in the unified toward/away form of Todd & Yildirim,
+Algorithm (Lattimore & Szepesvari 2020, Note 21.3; Todd & Yildirim 2007): greedy volume
+initialisation (``r`` points chosen by largest residual norm, i.e. pivoted Gram-Schmidt, uniform
+weights), then Frank-Wolfe / Fedorov-Wynn steps with exact line search in the unified
+toward/away form of Todd & Yildirim,
 
     t = (w_j - r) / ((r - 1) w_j), clipped at t >= -pi_j;   pi <- (pi + t e_j) / (1 + t),
 
@@ -30,7 +31,10 @@ certificate [derived: ``log det(V^{-1} V*) <= r log(tr(V^{-1} V*) / r)`` by AM-G
 eigenvalues, and ``tr(V^{-1} V*) = sum_i pi*_i w_i <= g``].
 
 Rank-deficient features are projected onto their column space (SVD, relative tolerance) and the
-design is computed in R^r with ``r`` the rank; a ridge is never added. The whole iteration works
+design is computed in R^r with ``r`` the rank; a ridge is never added. The columns are first
+equilibrated (each scaled by a power of two, exactly, to a largest entry near 1), so the relative
+rank test does not depend on the units of the features: a column scaling is a map
+``phi -> B phi`` with diagonal ``B``, which must not change the design. The whole iteration works
 on orthonormal coordinates of the column space, so its result depends only on that space: it is
 invariant under ``phi -> B phi`` for invertible ``B``.
 
@@ -226,17 +230,31 @@ _design_weights_jit = jax.jit(design_weights, static_argnames="orthonormalize")
 def column_space(features, rank_tolerance: float = RANK_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal coordinates of the column space of ``features`` ``[n, d]``.
 
-    Returns ``(coordinates [n, r], basis [d, r])``: ``U_r`` and ``V_r`` of the thin SVD
-    ``features = U S V^T``, keeping the singular values above ``rank_tolerance * s_max``, so
-    ``features @ basis = U_r S_r`` has full column rank ``r``. Leverages (and hence designs)
-    computed on ``coordinates`` equal those of ``features`` in its column space.
+    Returns ``(coordinates [n, r], basis [d, r])``. The columns are equilibrated first:
+    ``features D`` with ``D = diag(2^-k_j)`` and ``k_j`` the rounded ``log2`` of column ``j``'s
+    largest absolute entry (a power of two, so the scaling is exact; columns already near unit
+    scale are left as they are). With the thin SVD ``features D = U S V^T``, keeping the
+    singular values above ``rank_tolerance * s_max``, ``coordinates = U_r`` and
+    ``basis = D V_r``, so ``features @ basis = U_r S_r`` has full column rank ``r``. Leverages
+    (and hence designs) computed on ``coordinates`` equal those of ``features`` in its column
+    space, whatever the units of its columns.
     """
     x = np.asarray(features, dtype=np.float64)
-    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    exponents = _column_exponents(x)
+    u, s, vt = np.linalg.svd(np.ldexp(x, -exponents), full_matrices=False)
     if s.size == 0 or s[0] == 0.0:
         raise ValueError("features are all zero: no design exists")
     rank = int(np.sum(s > rank_tolerance * s[0]))
-    return u[:, :rank], vt[:rank].T
+    return u[:, :rank], np.ldexp(vt[:rank].T, -exponents[:, None])
+
+
+def _column_exponents(x: np.ndarray) -> np.ndarray:
+    """``k_j = round(log2 max_i |x_ij|)`` (0 for an all-zero column), clipped to +-1000 so that
+    ``2^-k_j`` stays a normal float64."""
+    largest = np.max(np.abs(x), axis=0, initial=0.0)
+    with np.errstate(divide="ignore"):
+        exponents = np.where(largest > 0, np.round(np.log2(largest)), 0.0)
+    return np.clip(exponents, -1000, 1000).astype(np.int64)
 
 
 @dataclasses.dataclass(frozen=True)

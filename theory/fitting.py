@@ -1,6 +1,6 @@
 """Exponent fitting for sample-complexity checks: thresholds, log-log slopes, seed bootstrap.
 
-The protocol of theory-anchors §4: for each horizon (or dimension) ``x``, the experiment
+The protocol: for each horizon (or dimension) ``x``, the experiment
 evaluates the success indicator of every seed at several sample sizes ``M``; the threshold
 ``N*(x)`` is the smallest evaluated sample count whose success rate, and that of every larger
 evaluated count, reaches the level (0.9). The exponent is the least-squares slope of
