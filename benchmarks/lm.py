@@ -42,8 +42,8 @@ def main(quick: bool = False):
         state = trainer.init(jax.random.key(1), data)
         run = jax.jit(trainer.run, static_argnums=4)
 
-        def go(run=run, state=state, hyper=config.hyperparameters()):
-            return jax.block_until_ready(run(state, data, hyper, data.shape[0], 1))
+        def go(run=run, state=state, config=config):
+            return jax.block_until_ready(run(state, data, config.hyperparameters(), data.shape[0], 1))
 
         go()  # compile
         runners[objective] = (go, config)

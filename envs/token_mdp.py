@@ -318,9 +318,7 @@ class OracleConfig:
         length_schedule(self.min_length, self.max_length, self.eos_hazard)  # validates the window
         if self.kind == "hmm":
             if not 1 <= self.emission_support <= self.vocab_size:
-                raise ValueError(
-                    f"emission_support must lie in [1, vocab_size = {self.vocab_size}], got {self.emission_support}"
-                )
+                raise ValueError(f"emission_support must lie in [1, vocab_size = {self.vocab_size}], got {self.emission_support}")
             if self.branching > self.num_hidden:
                 raise ValueError(f"branching ({self.branching}) must be <= num_hidden ({self.num_hidden})")
         elif self.branching > self.vocab_size:

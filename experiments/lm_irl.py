@@ -127,9 +127,7 @@ def run(config: LMIRLConfig) -> dict:
     state = jax.tree.map(lambda x: jnp.broadcast_to(x, (sweep.size, *x.shape)), state)
     intervals = config.chunk // config.lm.eval_every
     run_chunk = jax.jit(
-        nested_vmap(
-            lambda s, t, h, n: trainer.run(s, t, h, n, intervals), (0, None, hyper_axes, 0), (0, 0, None, None)
-        )
+        nested_vmap(lambda s, t, h, n: trainer.run(s, t, h, n, intervals), (0, None, hyper_axes, 0), (0, 0, None, None))
     )
     chunks = []
     models = sweep.size * config.seeds
@@ -143,9 +141,7 @@ def run(config: LMIRLConfig) -> dict:
     train_seconds = time.perf_counter() - started
 
     # Final evaluation: samples at each temperature, and the recovered reward on held-out data.
-    evaluate = evaluation.final_evaluator(
-        model, oracle, heldout, config.temperatures, config.final_samples, config.lm.discount
-    )
+    evaluate = evaluation.final_evaluator(model, oracle, heldout, config.temperatures, config.final_samples, config.lm.discount)
     keys = jax.random.split(key_final, models).reshape(sweep.size, config.seeds)
     final = jax.device_get(jax.jit(nested_vmap(evaluate, 0, 0))(state.params, keys))
     variants = [(p["data_size"], p["lam"]) for p in sweep.points]
@@ -231,13 +227,25 @@ def _tidy(config, variants, curves, final):
             result = final[(v, s)]
             # (the final held-out NLL is the last point of the heldout_nll curve)
             rows.append(
-                {**base, "step": config.lm.steps, "temperature": "", "metric": "reward_spearman", "value": result["reward_spearman"]}
+                {
+                    **base,
+                    "step": config.lm.steps,
+                    "temperature": "",
+                    "metric": "reward_spearman",
+                    "value": result["reward_spearman"],
+                }
             )
             for point in result["per_temperature"]:
                 for metric, value in point.items():
                     if metric != "temperature":
                         rows.append(
-                            {**base, "step": config.lm.steps, "temperature": point["temperature"], "metric": metric, "value": value}
+                            {
+                                **base,
+                                "step": config.lm.steps,
+                                "temperature": point["temperature"],
+                                "metric": metric,
+                                "value": value,
+                            }
                         )
                 points.append(
                     {**base, **point, "reward_spearman": result["reward_spearman"], "heldout_nll": result["heldout_nll"]}
@@ -265,7 +273,9 @@ def _equal_quality(config, points) -> list[dict]:
         target = float(np.mean(mle_at_one))
         for lam in config.lambdas:
             row = {"N": n, "lambda": lam, "target_quality": target}
-            curves = [[p for p in points if p["data_size"] == n and p["lam"] == lam and p["seed"] == s] for s in range(config.seeds)]
+            curves = [
+                [p for p in points if p["data_size"] == n and p["lam"] == lam and p["seed"] == s] for s in range(config.seeds)
+            ]
             for metric in DIVERSITY_METRICS:
                 per_seed = [
                     evaluation.value_at_quality([p["quality"] for p in curve], [p[metric] for p in curve], target)
@@ -300,7 +310,15 @@ def _plot(config, run_dir, rows, points, oracle_reference) -> dict:
                 sns.scatterplot(data=frame[frame.data_size == n], alpha=0.25, s=14, legend=False, **common)
                 last = row == 0 and col == len(sizes) - 1
                 sns.lineplot(data=mean[mean.data_size == n], sort=False, marker="o", estimator=None, legend=last, **common)
-                ax.scatter([oracle_reference[metric]], [oracle_reference["quality"]], marker="*", s=160, color="black", zorder=5, label="oracle")
+                ax.scatter(
+                    [oracle_reference[metric]],
+                    [oracle_reference["quality"]],
+                    marker="*",
+                    s=160,
+                    color="black",
+                    zorder=5,
+                    label="oracle",
+                )
                 if last:
                     ax.legend(title="lambda", fontsize=8)
                 ax.set_xlabel(label)

@@ -82,9 +82,7 @@ def test_sampling_respects_the_length_window_and_temperature():
 
 
 def test_training_learns_and_vmapped_seeds_equal_separate_runs():
-    config = lm.LMConfig(
-        model=SPEC, objective="irl_sft", lam=0.1, steps=60, eval_every=20, batch_size=16, learning_rate=3e-3
-    )
+    config = lm.LMConfig(model=SPEC, objective="irl_sft", lam=0.1, steps=60, eval_every=20, batch_size=16, learning_rate=3e-3)
     data = tm.sample(_oracle(), jax.random.key(0), 64)
     train = jax.jit(lm.make_train(config, SPACE))
     keys = jax.random.split(jax.random.key(3), 2)

@@ -74,7 +74,9 @@ def test_irl_sft_equals_nll_plus_lambda_td_squared_on_hand_made_logits(x64):
     q, v, v_next, nll = terms.T
     td = q - gamma * v_next
     expected = nll.mean() + lam * np.mean(td**2)
-    got = _mean(lm_losses.irl_sft_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma), mask)
+    got = _mean(
+        lm_losses.irl_sft_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma), mask
+    )
     np.testing.assert_allclose(float(got), expected, rtol=1e-12)
     # The transition that takes EOS at t = 2 has V' = 0: its reward is Q(s_2, EOS) = 3.0.
     reward = lm_losses.recovered_reward(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask), discount=gamma)
@@ -83,7 +85,9 @@ def test_irl_sft_equals_nll_plus_lambda_td_squared_on_hand_made_logits(x64):
     # Padding is excluded: changing padded logits changes nothing.
     other = logits.copy()
     other[0, 3] = [-7.0, 30.0, 2.0]
-    again = _mean(lm_losses.irl_sft_loss(jnp.asarray(other), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma), mask)
+    again = _mean(
+        lm_losses.irl_sft_loss(jnp.asarray(other), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma), mask
+    )
     assert float(again) == float(got)
 
 
@@ -299,9 +303,7 @@ class LossVariantsTest(chex.TestCase):
 
     @chex.all_variants
     def test_online_terms_reduce_to_irl_sft_without_policy_samples(self):
-        online = self.variant(
-            functools.partial(lm_losses.online_irl_sft_loss, lam=0.2, policy_fraction=0.0, discount=self.gamma)
-        )
+        online = self.variant(functools.partial(lm_losses.online_irl_sft_loss, lam=0.2, policy_fraction=0.0, discount=self.gamma))
         args = (self.logits, self.tokens, self.mask) * 2
         terms = online(*args)
         expected = lm_losses.irl_sft_loss(self.logits, self.tokens, self.mask, lam=0.2, discount=self.gamma)

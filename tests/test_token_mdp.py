@@ -165,7 +165,9 @@ def test_sample_refuses_a_bad_num_sequences_by_name():
 def test_oracle_config_is_validated_up_front_and_builds_the_same_oracle():
     config = tm.OracleConfig(vocab_size=3, num_hidden=2, branching=2, emission_support=2, min_length=1, max_length=3, seed=3)
     built = config.build()
-    again = tm.random_oracle("hmm", vocab_size=3, num_hidden=2, branching=2, emission_support=2, min_length=1, max_length=3, seed=3)
+    again = tm.random_oracle(
+        "hmm", vocab_size=3, num_hidden=2, branching=2, emission_support=2, min_length=1, max_length=3, seed=3
+    )
     for a, b in zip(built, again):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert config.space == tm.TokenSpace(num_actions=4, window=4, min_length=1)

@@ -14,7 +14,7 @@ One module per concern:
 
 from agents.lm.objectives import OBJECTIVES, Batch, BatchContext, Objective, register
 from agents.lm.sampling import Samples, sample
-from agents.lm.trainer import LMConfig, TrainOutput, Trainer, TrainState, make_optimizer, make_train, make_trainer
+from agents.lm.trainer import LMConfig, Trainer, TrainOutput, TrainState, make_optimizer, make_train, make_trainer
 from agents.lm.transformer import (
     Decoder,
     KVCache,

@@ -105,9 +105,7 @@ def sequence_set(tokens) -> set[tuple[int, ...]]:
     return {tuple(s) for s in token_mdp.strip(np.asarray(tokens))}
 
 
-def sample_set_metrics(
-    tokens, oracle_log_probs, entropy, mask, *, bleu_order: int = 4, training_set: set | None = None
-) -> dict:
+def sample_set_metrics(tokens, oracle_log_probs, entropy, mask, *, bleu_order: int = 4, training_set: set | None = None) -> dict:
     """Quality and diversity of one set of samples ``[N, T]`` (host side).
 
     ``quality`` and ``entropy`` are per-token means over real tokens; ``copy_rate`` is the

@@ -170,16 +170,17 @@ def _mle(params, model, batch, extra, hyper):
 
 
 def _irl_sft(params, model, batch, extra, hyper):
+    """The batch mean of :func:`~agents.lm.losses.irl_sft_loss`, reduced term by term
+    (``mean NLL + lam * mean r^2``: the lab's recorded runs were computed in this order)."""
+    losses.check_scalar("lam", hyper["lam"], 0.0, float("inf"))
     logits = model.logits(params, batch.tokens)
-    per_token = losses.irl_sft_loss(logits, batch.tokens, batch.mask, lam=hyper["lam"], discount=hyper["discount"])
-    return losses.masked_mean(per_token, batch.mask), demonstration_aux(logits, batch, hyper)
+    aux = demonstration_aux(logits, batch, hyper)
+    return aux["nll"] + hyper["lam"] * aux["td_squared"], aux
 
 
 def _iq_chi2(params, model, batch, extra, hyper):
     logits = model.logits(params, batch.tokens)
-    per_token = losses.iq_learn_chi2_loss(
-        logits, batch.tokens, batch.mask, alpha=hyper["chi2_alpha"], discount=hyper["discount"]
-    )
+    per_token = losses.iq_learn_chi2_loss(logits, batch.tokens, batch.mask, alpha=hyper["chi2_alpha"], discount=hyper["discount"])
     return losses.masked_mean(per_token, batch.mask), demonstration_aux(logits, batch, hyper)
 
 
