@@ -30,19 +30,20 @@ from envs import token_mdp  # noqa: E402
 def main(quick: bool = False):
     steps = 20 if quick else 100
     repeats = 3 if quick else 7
-    oracle = token_mdp.random_oracle("hmm")
+    oracle_config = token_mdp.OracleConfig()
+    oracle = oracle_config.build()
     data = token_mdp.sample(oracle, jax.random.key(0), 2048)
     tokens_per_sequence = float(np.asarray(token_mdp.sequence_mask(data)).sum(-1).mean())
     objectives = {"mle": {}, "irl_sft": {"lam": 0.1}, "iq_chi2": {}, "online_irl_sft": {"lam": 0.1}}
     runners = {}
     for objective, extra in objectives.items():
         config = lm.LMConfig(objective=objective, steps=steps, eval_every=steps, batch_size=32, **extra)
-        trainer = lm.make_trainer(config)
+        trainer = lm.make_trainer(config, oracle_config.space)
         state = trainer.init(jax.random.key(1), data)
         run = jax.jit(trainer.run, static_argnums=4)
 
-        def go(run=run, state=state, lam=config.lam):
-            return jax.block_until_ready(run(state, data, lam, data.shape[0], 1))
+        def go(run=run, state=state, config=config):
+            return jax.block_until_ready(run(state, data, config.hyperparameters(), data.shape[0], 1))
 
         go()  # compile
         runners[objective] = (go, config)

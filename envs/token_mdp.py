@@ -33,6 +33,7 @@ per-step entropies come from the forward (filtering) recursion, in one ``lax.sca
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Literal, NamedTuple
@@ -246,67 +247,113 @@ def _sparse_rows(rng: np.random.Generator, rows: int, cols: int, support: int, t
     return out
 
 
-def random_oracle(
-    kind: Literal["hmm", "markov"] = "hmm",
-    *,
-    vocab_size: int = 32,
-    num_hidden: int = 16,
-    branching: int = 3,
-    emission_support: int = 4,
-    temperature: float = 1.0,
-    smoothing: float = 1e-3,
-    min_length: int = 16,
-    max_length: int = 32,
-    eos_hazard: float = 0.125,
-    seed: int = 0,
-) -> TokenOracle:
-    """A random sparse oracle language model (see the module docstring).
+@dataclasses.dataclass(frozen=True)
+class TokenSpace:
+    """The shape of a token-level MDP that a learner needs: actions, window and length window.
 
-    Args:
-      kind: ``"hmm"`` (hidden states emit tokens) or ``"markov"`` (the next token depends on
-        the last one; ``num_hidden`` and ``emission_support`` are ignored, the first token is
-        uniform).
-      vocab_size: regular tokens (``num_actions = vocab_size + 1`` with ``EOS``).
-      num_hidden: hidden states ``H`` of the HMM.
-      branching: successors per hidden state (per token for ``"markov"``).
-      emission_support: tokens each hidden state emits (before smoothing).
-      temperature: > 0; lower means peakier weights on each support, i.e. lower entropy.
-      smoothing: in [0, 1): mass spread uniformly over all regular tokens.
-      min_length, max_length, eos_hazard: the length window, see :func:`length_schedule`.
-      seed: the generator's seed (NumPy, host side).
+    ``num_actions`` counts ``EOS`` (vocabulary + 1); ``window = T = max_length + 1`` positions per
+    sequence array; sampling excludes ``EOS`` before ``min_length`` and forces it at ``T - 1``.
+    A teacher, a reference and a student of different sizes share one space.
     """
-    if kind not in ("hmm", "markov"):
-        raise ValueError(f"unknown oracle kind {kind!r}; choose 'hmm' or 'markov'")
-    for name, value in (("vocab_size", vocab_size), ("num_hidden", num_hidden), ("branching", branching)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
-    rng = np.random.default_rng(seed)
-    V = vocab_size
-    uniform_tokens = np.full(V, 1.0 / V)
-    if kind == "hmm":
-        if not 1 <= emission_support <= V:
-            raise ValueError(f"emission_support must lie in [1, vocab_size = {V}], got {emission_support}")
-        if branching > num_hidden:
-            raise ValueError(f"branching ({branching}) must be <= num_hidden ({num_hidden})")
-        H = num_hidden
-        initial = np.full(H, 1.0 / H)
-        transition = _sparse_rows(rng, H, H, branching, temperature)
-        tokens = (1 - smoothing) * _sparse_rows(rng, H, V, emission_support, temperature) + smoothing * uniform_tokens
-    else:
-        if branching > V:
-            raise ValueError(f"branching ({branching}) must be <= vocab_size ({V})")
-        # hidden state = the last token; state 0 is "no token yet" and emits nothing itself:
-        # we fold it into the initial distribution, so H = V and h_t is the token x_t.
-        H = V
-        initial = uniform_tokens.copy()
-        transition = (1 - smoothing) * _sparse_rows(rng, H, H, branching, temperature) + smoothing * uniform_tokens
-        tokens = np.eye(V)
-    emission = np.concatenate([np.zeros((H, 1)), tokens], axis=1)
-    return make_oracle(initial, transition, emission, length_schedule(min_length, max_length, eos_hazard))
+
+    num_actions: int = 33
+    window: int = 33
+    min_length: int = 16
+
+    def __post_init__(self):
+        for name in ("num_actions", "window"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_actions < 2:
+            raise ValueError(f"num_actions must be >= 2 (EOS and one token), got {self.num_actions}")
+        if not isinstance(self.min_length, (int, np.integer)) or not 0 <= self.min_length < self.window:
+            raise ValueError(f"min_length must be an integer in [0, window - 1 = {self.window - 1}], got {self.min_length!r}")
+
+    @property
+    def bos(self) -> int:
+        """The beginning-of-sequence input id (one past the last action)."""
+        return self.num_actions
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleConfig:
+    """A random sparse oracle language model (see the module docstring); ``build()`` makes it."""
+
+    kind: Literal["hmm", "markov"] = "hmm"
+    """"hmm" (hidden states emit tokens) or "markov" (the next token depends on the last one;
+    num_hidden and emission_support are ignored, the first token is uniform)."""
+    vocab_size: int = 32
+    """Regular tokens (num_actions = vocab_size + 1 with EOS)."""
+    num_hidden: int = 16
+    """Hidden states H of the HMM."""
+    branching: int = 3
+    """Successors per hidden state (per token for "markov")."""
+    emission_support: int = 4
+    """Tokens each hidden state emits (before smoothing)."""
+    temperature: float = 1.0
+    """> 0; lower means peakier weights on each support, i.e. lower entropy."""
+    smoothing: float = 1e-3
+    """In [0, 1): mass spread uniformly over all regular tokens."""
+    min_length: int = 16
+    """Fewest regular tokens per sequence (see length_schedule)."""
+    max_length: int = 32
+    """Most regular tokens per sequence."""
+    eos_hazard: float = 0.125
+    """Probability of ending at each position between min_length and max_length."""
+    seed: int = 0
+    """The generator's seed (NumPy, host side)."""
+
+    def __post_init__(self):
+        if self.kind not in ("hmm", "markov"):
+            raise ValueError(f"unknown oracle kind {self.kind!r}; choose 'hmm' or 'markov'")
+        for name in ("vocab_size", "num_hidden", "branching"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must lie in [0, 1), got {self.smoothing}")
+        length_schedule(self.min_length, self.max_length, self.eos_hazard)  # validates the window
+        if self.kind == "hmm":
+            if not 1 <= self.emission_support <= self.vocab_size:
+                raise ValueError(f"emission_support must lie in [1, vocab_size = {self.vocab_size}], got {self.emission_support}")
+            if self.branching > self.num_hidden:
+                raise ValueError(f"branching ({self.branching}) must be <= num_hidden ({self.num_hidden})")
+        elif self.branching > self.vocab_size:
+            raise ValueError(f"branching ({self.branching}) must be <= vocab_size ({self.vocab_size})")
+
+    @property
+    def space(self) -> TokenSpace:
+        """The token space of the oracle's sequences."""
+        return TokenSpace(self.vocab_size + 1, self.max_length + 1, self.min_length)
+
+    def build(self) -> TokenOracle:
+        """Draw the oracle's sparse tables (host-side NumPy, seeded by ``seed``)."""
+        rng = np.random.default_rng(self.seed)
+        V, temperature, smoothing = self.vocab_size, self.temperature, self.smoothing
+        uniform_tokens = np.full(V, 1.0 / V)
+        if self.kind == "hmm":
+            H = self.num_hidden
+            initial = np.full(H, 1.0 / H)
+            transition = _sparse_rows(rng, H, H, self.branching, temperature)
+            emitted = _sparse_rows(rng, H, V, self.emission_support, temperature)
+            tokens = (1 - smoothing) * emitted + smoothing * uniform_tokens
+        else:
+            # hidden state = the last token; state 0 is "no token yet" and emits nothing itself:
+            # we fold it into the initial distribution, so H = V and h_t is the token x_t.
+            H = V
+            initial = uniform_tokens.copy()
+            transition = (1 - smoothing) * _sparse_rows(rng, H, H, self.branching, temperature) + smoothing * uniform_tokens
+            tokens = np.eye(V)
+        emission = np.concatenate([np.zeros((H, 1)), tokens], axis=1)
+        return make_oracle(initial, transition, emission, length_schedule(self.min_length, self.max_length, self.eos_hazard))
+
+
+def random_oracle(kind: Literal["hmm", "markov"] = "hmm", **settings) -> TokenOracle:
+    """``OracleConfig(kind, **settings).build()``: a random sparse oracle (fields of :class:`OracleConfig`)."""
+    return OracleConfig(kind, **settings).build()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,13 +365,22 @@ def _safe_log(p: Array) -> Array:
     return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
 
 
-@functools.partial(jax.jit, static_argnums=2)
 def sample(oracle: TokenOracle, key: Array, num_sequences: int) -> Array:
     """Draw ``num_sequences`` oracle sequences ``[N, T]`` (int32, padded with ``EOS``); jitted.
 
     All randomness is drawn up front (Gumbel-max for categorical draws, uniforms for the end
     of a sequence), so the scan over positions holds no random-number generation.
+
+    Raises:
+      ValueError: if ``num_sequences`` is not a positive integer (it fixes the output's shape).
     """
+    if isinstance(num_sequences, bool) or not isinstance(num_sequences, (int, np.integer)) or num_sequences < 1:
+        raise ValueError(f"num_sequences must be a positive integer, got {num_sequences!r}")
+    return _sample(oracle, key, int(num_sequences))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sample(oracle: TokenOracle, key: Array, num_sequences: int) -> Array:
     T, N = oracle.window, num_sequences
     log_transition = _safe_log(oracle.transition)
     log_emission = _safe_log(oracle.emission)
@@ -375,6 +431,10 @@ def score(oracle: TokenOracle, tokens: Array) -> OracleScores:
     The forward recursion keeps the filtered belief ``b_t(h) = p(h_t = h | x_{<t})``; the
     next-action distribution is ``p(EOS) = eos_t``, ``p(x) = (1 - eos_t) sum_h b_t(h) E[h, x]``.
     ``tokens`` is ``[T]`` or ``[N, T]`` with ``T = oracle.window`` (see the module conventions).
+
+    Concrete token ids outside ``[0, num_actions)`` raise ``ValueError``. Under ``jit`` they
+    cannot be checked: the step of an out-of-range id and every later step of its sequence
+    score NaN (so does its ``log_likelihood``), never a clamped id's plausible number.
     """
     tokens = validate_tokens(tokens, oracle.num_actions)
     squeeze = tokens.ndim == 1
@@ -405,7 +465,10 @@ def _score(oracle: TokenOracle, tokens: Array) -> OracleScores:
             posterior = jnp.where(total > 0, joint / jnp.where(total > 0, total, 1.0), belief)
             next_belief = posterior @ oracle.transition
             next_belief = jnp.where(action == EOS, belief, next_belief)
-            return next_belief, (log_probs, log_probs[action], entropy)
+            # An out-of-range id (only possible under jit) poisons the rest of the sequence.
+            valid = (action >= 0) & (action < oracle.num_actions)
+            next_belief = jnp.where(valid, next_belief, jnp.nan)
+            return next_belief, (log_probs, jnp.where(valid, log_probs[action], jnp.nan), entropy)
 
         _, out = jax.lax.scan(body, oracle.initial, (jnp.arange(oracle.window), sequence))
         return out

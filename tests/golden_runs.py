@@ -37,10 +37,11 @@ RUNS: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ("metrics.csv",),
     ),
     "lm-irl": (
-        ["--vocab-size", "8", "--num-hidden", "4", "--min-length", "4", "--max-length", "8",
-         "--data-sizes", "16", "--heldout-size", "16", "--lambdas", "0.0", "0.5", "--seeds", "2",
-         "--steps", "20", "--batch-size", "4", "--width", "16", "--num-layers", "1", "--eval-every", "10",
-         "--chunk", "10", "--curve-samples", "4", "--final-samples", "8", "--temperatures", "1.0"],
+        ["--oracle.vocab-size", "8", "--oracle.num-hidden", "4", "--oracle.min-length", "4",
+         "--oracle.max-length", "8", "--data-sizes", "16", "--heldout-size", "16", "--lambdas", "0.0", "0.5",
+         "--seeds", "2", "--lm.steps", "20", "--lm.batch-size", "4", "--lm.model.width", "16",
+         "--lm.model.num-layers", "1", "--lm.eval-every", "10", "--chunk", "10", "--curve-samples", "4",
+         "--final-samples", "8", "--temperatures", "1.0"],
         ("metrics.csv",),
     ),
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from experiments import cli
 
 
@@ -12,10 +14,11 @@ def test_lm_irl_command_writes_csv_json_and_figures(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(
         [
-            "lm-irl", "--vocab-size", "6", "--num-hidden", "4", "--branching", "2", "--emission-support", "2",
-            "--min-length", "3", "--max-length", "7", "--data-sizes", "16", "48", "--heldout-size", "32",
-            "--lambdas", "0", "1", "--seeds", "2", "--steps", "20", "--chunk", "10", "--eval-every", "10",
-            "--batch-size", "8", "--width", "16", "--num-layers", "1", "--curve-samples", "8",
+            "lm-irl", "--oracle.vocab-size", "6", "--oracle.num-hidden", "4", "--oracle.branching", "2",
+            "--oracle.emission-support", "2", "--oracle.min-length", "3", "--oracle.max-length", "7",
+            "--data-sizes", "16", "48", "--heldout-size", "32", "--lambdas", "0", "1", "--seeds", "2",
+            "--lm.steps", "20", "--chunk", "10", "--lm.eval-every", "10", "--lm.batch-size", "8",
+            "--lm.model.width", "16", "--lm.model.num-layers", "1", "--curve-samples", "8",
             "--final-samples", "12", "--temperatures", "0.8", "1.0", "--out", str(out), "--no-progress",
         ]
     )  # fmt: skip
@@ -46,3 +49,16 @@ def test_lm_irl_bad_input_is_reported(tmp_path, capsys):
     code = cli.main(["lm-irl", "--temperatures", "0.5", "--out", str(tmp_path / "x"), "--no-progress"])
     assert code == 2
     assert "include 1.0" in capsys.readouterr().err
+
+
+def test_lm_irl_refuses_a_bad_bleu_order_before_training(tmp_path, capsys):
+    # Issue 10 item 12: --bleu-order 0 used to be refused only after training.
+    from experiments.lm_irl import LMIRLConfig
+
+    with pytest.raises(ValueError, match="bleu_order"):
+        LMIRLConfig(bleu_order=0).validate()
+    out = tmp_path / "never"
+    code = cli.main(["lm-irl", "--bleu-order", "0", "--out", str(out), "--no-progress"])
+    assert code == 2
+    assert "bleu_order must be a positive integer" in capsys.readouterr().err
+    assert not out.exists()  # refused before any folder or training

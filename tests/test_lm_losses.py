@@ -1,15 +1,27 @@
-"""IRL-SFT, MLE and chi^2 IQ-Learn losses on the token-level MDP, against independent NumPy code."""
+"""IRL-SFT, MLE and chi^2 IQ-Learn losses on the token-level MDP, against independent NumPy code.
+
+The losses return per-token values; ``_mean`` reduces them as the objectives do.
+"""
 
 from __future__ import annotations
 
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from agents import lm, lm_losses
+from agents import lm
+from agents.lm import losses as lm_losses
+from envs import token_mdp as tm
 from envs.token_mdp import EOS, sequence_mask
+
+
+def _mean(per_token, mask):
+    return lm_losses.masked_mean(per_token, jnp.asarray(mask, per_token.dtype))
 
 
 def _random_batch(seed, batch=4, length=7, actions=5, scale=2.0):
@@ -62,7 +74,9 @@ def test_irl_sft_equals_nll_plus_lambda_td_squared_on_hand_made_logits(x64):
     q, v, v_next, nll = terms.T
     td = q - gamma * v_next
     expected = nll.mean() + lam * np.mean(td**2)
-    got = lm_losses.irl_sft_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma)
+    got = _mean(
+        lm_losses.irl_sft_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma), mask
+    )
     np.testing.assert_allclose(float(got), expected, rtol=1e-12)
     # The transition that takes EOS at t = 2 has V' = 0: its reward is Q(s_2, EOS) = 3.0.
     reward = lm_losses.recovered_reward(jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask), discount=gamma)
@@ -71,7 +85,9 @@ def test_irl_sft_equals_nll_plus_lambda_td_squared_on_hand_made_logits(x64):
     # Padding is excluded: changing padded logits changes nothing.
     other = logits.copy()
     other[0, 3] = [-7.0, 30.0, 2.0]
-    again = lm_losses.irl_sft_loss(jnp.asarray(other), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma)
+    again = _mean(
+        lm_losses.irl_sft_loss(jnp.asarray(other), jnp.asarray(tokens), jnp.asarray(mask), lam=lam, discount=gamma), mask
+    )
     assert float(again) == float(got)
 
 
@@ -82,7 +98,7 @@ def test_closed_form_with_uniform_logits(x64):
     tokens = jnp.asarray([[1, 2, 3, EOS, EOS, EOS]])
     logits = jnp.zeros((1, 6, A))
     mask = sequence_mask(tokens)
-    loss = lm_losses.irl_sft_loss(logits, tokens, mask, lam=lam, discount=gamma)
+    loss = _mean(lm_losses.irl_sft_loss(logits, tokens, mask, lam=lam, discount=gamma), mask)
     expected = np.log(A) + lam * (3 * np.log(A) ** 2 + 0.0) / 4
     np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
 
@@ -91,29 +107,28 @@ def test_lambda_zero_is_exactly_mle_loss_and_gradient(x64):
     logits, tokens = _random_batch(0)
     logits, tokens = jnp.asarray(logits), jnp.asarray(tokens)
     mask = sequence_mask(tokens)
-    mle = lambda x: lm_losses.mle_loss(x, tokens, mask)  # noqa: E731
-    irl0 = lambda x: lm_losses.irl_sft_loss(x, tokens, mask, lam=0.0, discount=0.95)  # noqa: E731
+    mle = lambda x: _mean(lm_losses.mle_loss(x, tokens, mask), mask)  # noqa: E731
+    irl0 = lambda x: _mean(lm_losses.irl_sft_loss(x, tokens, mask, lam=0.0, discount=0.95), mask)  # noqa: E731
     (l_mle, g_mle), (l_irl, g_irl) = (jax.jit(jax.value_and_grad(f))(logits) for f in (mle, irl0))
     assert float(l_mle) == float(l_irl)
     np.testing.assert_array_equal(np.asarray(g_mle), np.asarray(g_irl))
     # ...and a positive lambda does change the gradient.
-    irl = lambda x: lm_losses.irl_sft_loss(x, tokens, mask, lam=0.1, discount=0.95)  # noqa: E731
+    irl = lambda x: _mean(lm_losses.irl_sft_loss(x, tokens, mask, lam=0.1, discount=0.95), mask)  # noqa: E731
     assert not np.allclose(np.asarray(g_mle), np.asarray(jax.jit(jax.grad(irl))(logits)))
 
 
 def test_lambda_zero_is_exactly_mle_for_transformer_parameters(x64):
-    config = lm.LMConfig(num_actions=5, window=7, width=16, num_heads=2, min_length=0)
+    model = lm.language_model(lm.TransformerSpec(width=16, num_heads=2), tm.TokenSpace(5, 7, 0))
     _, tokens = _random_batch(1)
     tokens = jnp.asarray(tokens)
-    init, apply = lm.network(config)
-    params = jax.jit(init)(jax.random.key(0), tokens)
+    params = jax.jit(model.init_params)(jax.random.key(0), tokens)
 
     def loss(params, which):
-        logits = lm.model_logits(apply, params, tokens, config.bos)
+        logits = model.logits(params, tokens)
         mask = sequence_mask(tokens)
         if which == "mle":
-            return lm_losses.mle_loss(logits, tokens, mask)
-        return lm_losses.irl_sft_loss(logits, tokens, mask, lam=0.0)
+            return _mean(lm_losses.mle_loss(logits, tokens, mask), mask)
+        return _mean(lm_losses.irl_sft_loss(logits, tokens, mask, lam=0.0), mask)
 
     grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
     (l_mle, g_mle), (l_irl, g_irl) = (grad(params, w) for w in ("mle", "irl"))
@@ -136,6 +151,7 @@ def test_chi2_iq_learn_matches_its_formula_on_random_arrays(x64, seed, temperatu
     got = lm_losses.iq_learn_chi2_loss(
         jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask), alpha=alpha, discount=gamma, temperature=temperature
     )
+    got = _mean(got, mask)
     np.testing.assert_allclose(float(got), expected, rtol=1e-10)
 
 
@@ -143,8 +159,8 @@ def test_irl_sft_is_chi2_iq_learn_with_alpha_one_over_four_lambda(x64):
     logits, tokens = (jnp.asarray(x) for x in _random_batch(7))
     mask = sequence_mask(tokens)
     for lam in (0.01, 0.1, 1.0):
-        irl = lm_losses.irl_sft_loss(logits, tokens, mask, lam=lam, discount=0.9)
-        iq = lm_losses.iq_learn_chi2_loss(logits, tokens, mask, alpha=1 / (4 * lam), discount=0.9)
+        irl = _mean(lm_losses.irl_sft_loss(logits, tokens, mask, lam=lam, discount=0.9), mask)
+        iq = _mean(lm_losses.iq_learn_chi2_loss(logits, tokens, mask, alpha=1 / (4 * lam), discount=0.9), mask)
         np.testing.assert_allclose(float(irl), float(iq), rtol=1e-12)
 
 
@@ -155,8 +171,8 @@ def test_constant_on_one_state_changes_irl_but_not_mle(x64):
     mask = sequence_mask(tokens)
     c, gamma = 2.5, 0.9
     shifted = logits.at[1, 3, :].add(c)
-    mle = lambda x: float(lm_losses.mle_loss(x, tokens, mask))  # noqa: E731
-    irl = lambda x: float(lm_losses.irl_sft_loss(x, tokens, mask, lam=0.1, discount=gamma))  # noqa: E731
+    mle = lambda x: float(_mean(lm_losses.mle_loss(x, tokens, mask), mask))  # noqa: E731
+    irl = lambda x: float(_mean(lm_losses.irl_sft_loss(x, tokens, mask, lam=0.1, discount=gamma), mask))  # noqa: E731
     np.testing.assert_allclose(mle(shifted), mle(logits), rtol=1e-13)
     assert abs(irl(shifted) - irl(logits)) > 1e-3
     # The TD term sees the offset: reward at t = 3 rises by c, at t = 2 falls by gamma c.
@@ -169,14 +185,19 @@ def test_constant_on_one_state_changes_irl_but_not_mle(x64):
     np.testing.assert_allclose(delta, 0.0, atol=1e-12)
 
 
+def _online(e_logits, e_tokens, e_mask, p_logits, p_tokens, p_mask, **kwargs):
+    terms = lm_losses.online_irl_sft_loss(e_logits, e_tokens, e_mask, p_logits, p_tokens, p_mask, **kwargs)
+    return _mean(terms.expert, e_mask) + _mean(terms.policy, p_mask)
+
+
 def test_online_variant_mixes_value_terms(x64):
     e_logits, e_tokens = (jnp.asarray(x) for x in _random_batch(11))
     p_logits, p_tokens = (jnp.asarray(x) for x in _random_batch(12, batch=2))
     e_mask, p_mask = sequence_mask(e_tokens), sequence_mask(p_tokens)
     lam, gamma = 0.2, 0.95
     args = (e_logits, e_tokens, e_mask, p_logits, p_tokens, p_mask)
-    offline = lm_losses.irl_sft_loss(e_logits, e_tokens, e_mask, lam=lam, discount=gamma)
-    at_zero = lm_losses.online_irl_sft_loss(*args, lam=lam, policy_fraction=0.0, discount=gamma)
+    offline = _mean(lm_losses.irl_sft_loss(e_logits, e_tokens, e_mask, lam=lam, discount=gamma), e_mask)
+    at_zero = _online(*args, lam=lam, policy_fraction=0.0, discount=gamma)
     np.testing.assert_allclose(float(at_zero), float(offline), rtol=1e-12)
     f = 0.25
     q, v, v_next, _ = _numpy_terms(*(np.asarray(x) for x in (e_logits, e_tokens, e_mask)), gamma).T
@@ -185,7 +206,7 @@ def test_online_variant_mixes_value_terms(x64):
     expected = (
         -reward.mean() + (1 - f) * (v - gamma * v_next).mean() + f * (pv - gamma * pv_next).mean() + lam * np.mean(reward**2)
     )
-    got = lm_losses.online_irl_sft_loss(*args, lam=lam, policy_fraction=f, discount=gamma)
+    got = _online(*args, lam=lam, policy_fraction=f, discount=gamma)
     np.testing.assert_allclose(float(got), expected, rtol=1e-10)
 
 
@@ -196,7 +217,7 @@ def test_gradient_flows_through_the_next_state_value(x64):
     logits = jnp.zeros((1, 3, 3))
     tokens = jnp.asarray([[1, EOS, EOS]])
     mask = sequence_mask(tokens)
-    grad = jax.grad(lambda x: lm_losses.td_squared(x, tokens, mask, discount=1.0))(logits)
+    grad = jax.grad(lambda x: _mean(lm_losses.td_squared(x, tokens, mask, discount=1.0), mask))(logits)
     # td_0 = Q(s0, 1) - V(s1) = -log 3; only td_0 and td_1 = Q(s1, EOS) = 0 are real.
     # d(mean td^2)/d logits[0, 1, :] = (2 td_0 * (-softmax) + 2 td_1 * onehot(EOS)) / 2.
     expected = -np.log(3) * -np.full(3, 1 / 3)
@@ -218,3 +239,83 @@ def test_bad_inputs_raise_clear_errors():
         lm_losses.mle_loss(logits, tokens.astype(jnp.float32), mask)
     with pytest.raises(AssertionError):  # chex shape checks at the boundary
         lm_losses.mle_loss(logits[0], tokens, mask)
+
+
+def test_out_of_range_token_ids_are_refused_or_nan_never_a_wrong_number():
+    # Issue 10 item 7: token -1 used to score the last action (a plausible 1.609), 99 gave NaN.
+    logits, tokens = (jnp.asarray(x) for x in _random_batch(5))
+    mask = sequence_mask(tokens)
+    for bad in (-1, 5, 99):
+        broken = tokens.at[1, 0].set(bad)
+        with pytest.raises(ValueError, match="token ids must be"):
+            lm_losses.mle_loss(logits, broken, mask)
+        with pytest.raises(ValueError, match="token ids must be"):
+            lm_losses.irl_sft_loss(logits, broken, mask, lam=0.1)
+        # Under jit the check cannot run: the documented answer is NaN at that token.
+        per_token = jax.jit(lm_losses.mle_loss)(logits, broken, mask)
+        assert np.isnan(float(per_token[1, 0]))
+        assert np.isnan(float(_mean(per_token, mask)))
+        assert np.isfinite(np.asarray(per_token[0])).all()
+
+
+def test_oracle_scores_out_of_range_ids_as_nan_under_jit():
+    # Issue 10 item 7: inside jit the oracle's log-likelihood clamped an out-of-range id (-4.56).
+    oracle = tm.random_oracle(vocab_size=4, num_hidden=3, branching=2, emission_support=2, min_length=1, max_length=4)
+    tokens = jnp.asarray([[1, 2, 3, EOS, EOS], [2, 9, 1, EOS, EOS], [3, -1, 1, EOS, EOS]])
+    with pytest.raises(ValueError, match="token ids must be"):
+        tm.log_likelihood(oracle, tokens)
+    log_likelihood = np.asarray(jax.jit(lambda x: tm.log_likelihood(oracle, x))(tokens))
+    assert np.isfinite(log_likelihood[0]) and np.isnan(log_likelihood[1:]).all()
+
+
+class LossVariantsTest(chex.TestCase):
+    """Each per-token loss with and without jit (rlax style), and vmapped over stacked batches."""
+
+    def setUp(self):
+        super().setUp()
+        logits, tokens = _random_batch(21, batch=3, length=6, actions=4)
+        self.logits = jnp.asarray(logits, jnp.float32)
+        self.tokens = jnp.asarray(tokens, jnp.int32)
+        self.mask = sequence_mask(self.tokens)
+        self.gamma = 0.9
+        self.q, self.v, self.v_next, self.nll = _numpy_terms(logits, tokens, np.asarray(self.mask), self.gamma).T
+        self.real = np.asarray(self.mask) > 0
+
+    @chex.all_variants
+    def test_mle_and_irl_sft_per_token(self):
+        mle = self.variant(lm_losses.mle_loss)
+        irl = self.variant(functools.partial(lm_losses.irl_sft_loss, lam=0.3, discount=self.gamma))
+        per_token_mle = np.asarray(mle(self.logits, self.tokens, self.mask))
+        per_token_irl = np.asarray(irl(self.logits, self.tokens, self.mask))
+        reward = self.q - self.gamma * self.v_next
+        np.testing.assert_allclose(per_token_mle[self.real], self.nll, rtol=1e-5)
+        np.testing.assert_allclose(per_token_irl[self.real], self.nll + 0.3 * reward**2, rtol=1e-5)
+        assert np.all(per_token_mle[~self.real] == 0) and np.all(per_token_irl[~self.real] == 0)
+
+    @chex.all_variants
+    def test_chi2_iq_learn_and_reward_per_token(self):
+        iq = self.variant(functools.partial(lm_losses.iq_learn_chi2_loss, alpha=0.5, discount=self.gamma))
+        reward_fn = self.variant(functools.partial(lm_losses.recovered_reward, discount=self.gamma))
+        reward = self.q - self.gamma * self.v_next
+        expected = -reward + (self.v - self.gamma * self.v_next) + reward**2 / 2.0
+        np.testing.assert_allclose(np.asarray(iq(self.logits, self.tokens, self.mask))[self.real], expected, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(reward_fn(self.logits, self.tokens, self.mask))[self.real], reward, rtol=1e-5)
+
+    @chex.all_variants
+    def test_online_terms_reduce_to_irl_sft_without_policy_samples(self):
+        online = self.variant(functools.partial(lm_losses.online_irl_sft_loss, lam=0.2, policy_fraction=0.0, discount=self.gamma))
+        args = (self.logits, self.tokens, self.mask) * 2
+        terms = online(*args)
+        expected = lm_losses.irl_sft_loss(self.logits, self.tokens, self.mask, lam=0.2, discount=self.gamma)
+        np.testing.assert_allclose(np.asarray(terms.expert), np.asarray(expected), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(terms.policy), 0.0)
+
+    @chex.all_variants
+    def test_vmapped_over_stacked_batches_equals_each_batch(self):
+        stacked = [jnp.stack([x, x[::-1]]) for x in (self.logits, self.tokens, self.mask)]
+        irl = functools.partial(lm_losses.irl_sft_loss, discount=self.gamma)
+        lams = jnp.asarray([0.1, 0.7])
+        batched = self.variant(jax.vmap(lambda lg, tk, mk, lam: irl(lg, tk, mk, lam=lam)))(*stacked, lams)
+        for i in range(2):
+            one = irl(stacked[0][i], stacked[1][i], stacked[2][i], lam=float(lams[i]))
+            np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(one), rtol=1e-6)

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from agents import lm_metrics
+from agents.lm import metrics as lm_metrics
 
 
 def _ngrams(sequence, n):

@@ -152,3 +152,24 @@ def test_bad_arguments_raise_clear_errors():
         tm.make_oracle([0.5, 0.5], np.eye(2), [[0.5, 0.5], [0, 1.0]], [0.0, 1.0])
     with pytest.raises(ValueError, match="must contain EOS"):
         tm.validate_tokens(np.array([[1, 2, 3]]), 4, require_eos=True)
+
+
+def test_sample_refuses_a_bad_num_sequences_by_name():
+    # Issue 10 item 11: sample(oracle, key, -1) used to crash inside JAX.
+    oracle = _tiny_oracle()
+    for bad in (-1, 0, 2.5):
+        with pytest.raises(ValueError, match="num_sequences must be a positive integer"):
+            tm.sample(oracle, jax.random.key(0), bad)
+
+
+def test_oracle_config_is_validated_up_front_and_builds_the_same_oracle():
+    config = tm.OracleConfig(vocab_size=3, num_hidden=2, branching=2, emission_support=2, min_length=1, max_length=3, seed=3)
+    built = config.build()
+    again = tm.random_oracle(
+        "hmm", vocab_size=3, num_hidden=2, branching=2, emission_support=2, min_length=1, max_length=3, seed=3
+    )
+    for a, b in zip(built, again):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert config.space == tm.TokenSpace(num_actions=4, window=4, min_length=1)
+    with pytest.raises(ValueError, match="emission_support"):
+        tm.OracleConfig(vocab_size=3, emission_support=5)

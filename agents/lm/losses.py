@@ -13,7 +13,12 @@ Q-function, the policy is ``softmax(Q)`` and the state value is the core's soft 
 transition is the core's soft TD residual ``Q(s_t, a_t) - gamma V(s_{t+1})``
 (:func:`mdvi.soft_td_residual`).
 
-Averages are per token: ``sum(mask * x) / sum(mask)`` over the whole batch.
+As optax's losses do, every loss returns per-token values ``[B, T]`` (0 on padding) and the
+caller reduces them, usually with :func:`masked_mean` (the per-token average over the batch).
+
+Token ids are checked on concrete inputs (``ValueError`` for ids outside ``[0, A)``). Under
+``jit`` they cannot be: ``Q(s_t, a_t)`` of an out-of-range id is NaN, so every loss that reads
+it is NaN there (documented, never the score of a clamped or wrapped id).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from envs.token_mdp import EOS
+from envs.token_mdp import EOS, validate_tokens
 from mdvi import soft_td_residual, soft_value
 
 Array = jax.Array
 
 
-def _check_scalar(name: str, value, low: float, high: float, *, low_open: bool = False):
+def check_scalar(name: str, value, low: float, high: float, *, low_open: bool = False):
     """Validate a concrete scalar hyperparameter; traced values (e.g. vmapped lambdas) pass."""
     if isinstance(value, jax.core.Tracer):
         return
@@ -76,12 +81,18 @@ def token_transitions(logits: Array, tokens: Array, mask: Array, *, discount=1.0
     """
     chex.assert_rank([logits, tokens, mask], [3, 2, 2])
     chex.assert_equal_shape_prefix([logits, tokens, mask], 2)
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
-    _check_scalar("discount", discount, 0.0, 1.0)
+    num_actions = logits.shape[-1]
+    if isinstance(tokens, jax.core.Tracer):
+        if not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
+    else:
+        tokens = validate_tokens(tokens, num_actions)
+    check_scalar("discount", discount, 0.0, 1.0)
     mask = mask.astype(logits.dtype)
     value = soft_value(logits, temperature)  # [B, T]
-    q_taken = jnp.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
+    in_range = (tokens >= 0) & (tokens < num_actions)
+    q_taken = jnp.take_along_axis(logits, jnp.where(in_range, tokens, 0)[..., None], axis=-1)[..., 0]
+    q_taken = jnp.where(in_range, q_taken, jnp.nan)
     length = tokens.shape[-1]
     inside = jnp.arange(length) < length - 1
     continues = (mask > 0) & (tokens != EOS) & inside
@@ -98,16 +109,20 @@ def masked_mean(values: Array, mask: Array) -> Array:
     return total / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def _on_mask(values: Array, mask: Array) -> Array:
+    return jnp.where(mask > 0, values, 0.0)
+
+
 def token_log_likelihood(logits: Array, tokens: Array, mask: Array) -> Array:
     """``[B, T]`` ``log pi(a_t | s_t) = Q(s_t, a_t) - V(s_t)`` for ``pi = softmax(Q)``, 0 on padding."""
     tr = token_transitions(logits, tokens, mask)
-    return jnp.where(tr.mask > 0, tr.q_taken - tr.value, 0.0)
+    return _on_mask(tr.q_taken - tr.value, tr.mask)
 
 
 def mle_loss(logits: Array, tokens: Array, mask: Array) -> Array:
-    """Maximum likelihood (teacher forcing): the mean negative log-likelihood per token."""
+    """Maximum likelihood (teacher forcing): ``[B, T]`` negative log-likelihood ``V(s_t) - Q(s_t, a_t)``."""
     tr = token_transitions(logits, tokens, mask)
-    return masked_mean(tr.value - tr.q_taken, tr.mask)
+    return _on_mask(tr.value - tr.q_taken, tr.mask)
 
 
 def recovered_reward(logits: Array, tokens: Array, mask: Array, *, discount=1.0) -> Array:
@@ -116,51 +131,61 @@ def recovered_reward(logits: Array, tokens: Array, mask: Array, *, discount=1.0)
     Inverse soft-Q learning's reward (Garg et al. 2021, Sec. 4; Wulfmeier et al. 2024, Eq. 14).
     """
     tr = token_transitions(logits, tokens, mask, discount=discount)
-    return jnp.where(tr.mask > 0, tr.reward, 0.0)
+    return _on_mask(tr.reward, tr.mask)
 
 
 def td_squared(logits: Array, tokens: Array, mask: Array, *, discount=1.0) -> Array:
-    """Mean squared implicit reward ``E[(Q(s_t, a_t) - gamma V(s_{t+1}))^2]`` per token."""
+    """``[B, T]`` squared implicit reward ``(Q(s_t, a_t) - gamma V(s_{t+1}))^2``."""
     tr = token_transitions(logits, tokens, mask, discount=discount)
-    return masked_mean(jnp.square(tr.reward), tr.mask)
+    return _on_mask(jnp.square(tr.reward), tr.mask)
 
 
 def irl_sft_loss(logits: Array, tokens: Array, mask: Array, *, lam, discount=1.0) -> Array:
-    """IRL-SFT (Wulfmeier et al. 2024, Eq. 14): ``NLL + lam * E[(Q(s_t, a_t) - gamma V(s_{t+1}))^2]``.
+    """IRL-SFT (Wulfmeier et al. 2024, Eq. 14) per token: ``-log pi(a_t|s_t) + lam (Q - gamma V')^2``.
 
-    With ``lam = 0`` it is :func:`mle_loss`, value and gradients. It equals the offline chi^2
-    IQ-Learn loss with ``alpha = 1 / (4 lam)`` (:func:`iq_learn_chi2_loss`), because
+    With ``lam = 0`` it is :func:`mle_loss`, value and gradients. Its mean equals the offline
+    chi^2 IQ-Learn loss with ``alpha = 1 / (4 lam)`` (:func:`iq_learn_chi2_loss`), because
     ``-log pi(a|s) = -(Q - gamma V') + (V - gamma V')`` on every transition.
 
     Args:
       lam: weight of the squared TD residual, >= 0 (may be a traced array, e.g. vmapped).
       discount: ``gamma`` in [0, 1].
     """
-    _check_scalar("lam", lam, 0.0, math.inf)
-    return mle_loss(logits, tokens, mask) + lam * td_squared(logits, tokens, mask, discount=discount)
+    check_scalar("lam", lam, 0.0, math.inf)
+    tr = token_transitions(logits, tokens, mask, discount=discount)
+    return _on_mask(tr.value - tr.q_taken + lam * jnp.square(tr.reward), tr.mask)
+
+
+def _iq_learn_terms(tr: TokenTransitions, *, discount, value_weight, td_weight) -> Array:
+    """IQ-Learn's per-transition terms ``-(Q - gamma V') + w_V (V - gamma V') + w_TD (Q - gamma V')^2``."""
+    value_term = tr.value - discount * tr.next_value
+    return _on_mask(-tr.reward + value_weight * value_term + td_weight * jnp.square(tr.reward), tr.mask)
 
 
 def iq_learn_chi2_loss(logits: Array, tokens: Array, mask: Array, *, alpha, discount=1.0, temperature=1.0) -> Array:
-    """Offline chi^2 IQ-Learn on expert transitions (Garg et al. 2021, "value_expert" + chi^2).
+    """Offline chi^2 IQ-Learn on expert transitions (Garg et al. 2021, "value_expert" + chi^2), per token:
 
-        L = -E[Q - gamma V'] + E[V - gamma V'] + E[(Q - gamma V')^2] / (4 alpha),
+        l_t = -(Q - gamma V') + (V - gamma V') + (Q - gamma V')^2 / (4 alpha),
 
-    with ``V = soft_value(Q, temperature)`` and every expectation a per-token mean over the
-    expert transitions in ``(tokens, mask)``.
+    with ``V = soft_value(Q, temperature)``; the loss is its per-token mean over the expert
+    transitions in ``(tokens, mask)``.
 
     Args:
       alpha: the chi^2 regularizer's ``alpha > 0`` (IQ-Learn's ``method.alpha``).
       discount: ``gamma`` in [0, 1].
       temperature: the soft-Q temperature (IQ-Learn's ``init_temp``; 1 for a language model).
     """
-    _check_scalar("alpha", alpha, 0.0, math.inf, low_open=True)
+    check_scalar("alpha", alpha, 0.0, math.inf, low_open=True)
     tr = token_transitions(logits, tokens, mask, discount=discount, temperature=temperature)
-    value_term = tr.value - discount * tr.next_value
-    return (
-        -masked_mean(tr.reward, tr.mask)
-        + masked_mean(value_term, tr.mask)
-        + masked_mean(jnp.square(tr.reward), tr.mask) / (4.0 * alpha)
-    )
+    return _iq_learn_terms(tr, discount=discount, value_weight=1.0, td_weight=1.0 / (4.0 * alpha))
+
+
+class OnlineTerms(NamedTuple):
+    """The two per-token parts of :func:`online_irl_sft_loss`; the loss is
+    ``masked_mean(expert, expert_mask) + masked_mean(policy, policy_mask)``."""
+
+    expert: Array
+    policy: Array
 
 
 def online_irl_sft_loss(
@@ -174,25 +199,23 @@ def online_irl_sft_loss(
     lam,
     policy_fraction,
     discount=1.0,
-) -> Array:
+) -> OnlineTerms:
     """Online IRL-SFT: the value term of IQ-Learn on a mixture of expert and model samples.
 
         L = -E_E[Q - gamma V'] + (1 - f) E_E[V - gamma V'] + f E_pi[V - gamma V']
             + lam E_E[(Q - gamma V')^2],
 
-    where ``E_pi`` averages over sequences sampled from the current model (no gradient through
-    the sampling) and ``f = policy_fraction`` is the mix ratio (0.1 in Wulfmeier et al. 2024).
-    ``f = 0`` is :func:`irl_sft_loss`, because ``-(Q - gamma V') + (V - gamma V') = -log pi``.
+    where ``E_pi`` averages over sequences sampled from the current model (drawn before the
+    loss; no gradient through the sampling) and ``f = policy_fraction`` is the mix ratio (0.1
+    in Wulfmeier et al. 2024). ``f = 0`` is :func:`irl_sft_loss`, because
+    ``-(Q - gamma V') + (V - gamma V') = -log pi``. Returns the expert and policy per-token
+    terms (:class:`OnlineTerms`); each is reduced over its own mask.
     """
-    _check_scalar("lam", lam, 0.0, math.inf)
-    _check_scalar("policy_fraction", policy_fraction, 0.0, 1.0)
+    check_scalar("lam", lam, 0.0, math.inf)
+    check_scalar("policy_fraction", policy_fraction, 0.0, 1.0)
     expert = token_transitions(expert_logits, expert_tokens, expert_mask, discount=discount)
     policy = token_transitions(policy_logits, policy_tokens, policy_mask, discount=discount)
-    expert_value = masked_mean(expert.value - discount * expert.next_value, expert.mask)
-    policy_value = masked_mean(policy.value - discount * policy.next_value, policy.mask)
-    return (
-        -masked_mean(expert.reward, expert.mask)
-        + (1.0 - policy_fraction) * expert_value
-        + policy_fraction * policy_value
-        + lam * masked_mean(jnp.square(expert.reward), expert.mask)
+    return OnlineTerms(
+        expert=_iq_learn_terms(expert, discount=discount, value_weight=1.0 - policy_fraction, td_weight=lam),
+        policy=_on_mask(policy_fraction * (policy.value - discount * policy.next_value), policy.mask),
     )

@@ -1,0 +1,155 @@
+"""Evaluation of language models against an exact oracle (:mod:`envs.token_mdp`).
+
+With the oracle's exact likelihoods as ground truth:
+  * quality: the oracle's log-likelihood per token of model samples, and the model's
+    log-likelihood per token of held-out oracle data;
+  * diversity: the model's per-token entropy along its samples, distinct-n, Self-BLEU and the
+    fraction of samples that copy a training sequence (:mod:`agents.lm.metrics`);
+  * the Spearman correlation of the recovered reward ``Q(s_t, a_t) - gamma V(s_{t+1})`` with the
+    oracle's ``log p(a_t | s_t)`` on held-out data.
+
+The device-side parts (:func:`curve_evaluator`, :func:`final_evaluator`) are jittable and
+vmappable over models; the set metrics (:func:`sample_set_metrics`, :func:`oracle_reference`)
+are host-side NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.lm import losses, metrics
+from agents.lm.sampling import sample
+from agents.lm.transformer import LanguageModel
+from envs import token_mdp
+
+Array = jax.Array
+
+
+def heldout_nll(model: LanguageModel, params, heldout: Array) -> Array:
+    """The model's negative log-likelihood per token of ``heldout [N, T]``."""
+    mask = token_mdp.sequence_mask(heldout)
+    return losses.masked_mean(losses.mle_loss(model.logits(params, heldout), heldout, mask), mask)
+
+
+def curve_evaluator(model: LanguageModel, oracle: token_mdp.TokenOracle, heldout: Array, num_samples: int) -> Callable:
+    """``evaluate(params, key) -> {heldout_nll, sample_quality, sample_entropy}`` for training curves:
+    held-out NLL per token, and the oracle log-likelihood and model entropy per token of
+    ``num_samples`` samples at temperature 1."""
+
+    def evaluate(params, key):
+        samples = sample(model.decoder, params, key, num_samples)
+        sample_scores = token_mdp.score(oracle, samples.tokens)
+        return {
+            "heldout_nll": heldout_nll(model, params, heldout),
+            "sample_quality": losses.masked_mean(sample_scores.step_log_probs, samples.mask),
+            "sample_entropy": losses.masked_mean(samples.entropy, samples.mask),
+        }
+
+    return evaluate
+
+
+class SampleSets(NamedTuple):
+    """Model samples scored by the oracle, one set per temperature (``[K, N, T]`` each)."""
+
+    tokens: Array
+    oracle_log_probs: Array
+    entropy: Array
+    mask: Array
+
+
+class FinalEvaluation(NamedTuple):
+    """:func:`final_evaluator`'s output for one model."""
+
+    samples: SampleSets
+    reward: Array
+    """``[N_heldout, T]`` recovered reward on the held-out data."""
+    heldout_nll: Array
+
+
+def final_evaluator(
+    model: LanguageModel,
+    oracle: token_mdp.TokenOracle,
+    heldout: Array,
+    temperatures: Sequence[float],
+    num_samples: int,
+    discount=1.0,
+) -> Callable:
+    """``evaluate(params, key) -> FinalEvaluation``: ``num_samples`` samples at each temperature
+    (key ``i`` of ``split(key, K)`` for temperature ``i``), and the recovered reward and NLL on
+    the held-out data."""
+    temperatures = jnp.asarray(temperatures, dtype=jnp.float32)
+    heldout_mask = token_mdp.sequence_mask(heldout)
+
+    def evaluate(params, key):
+        def per_temperature(temperature, key):
+            samples = sample(model.decoder, params, key, num_samples, temperature)
+            scores = token_mdp.score(oracle, samples.tokens)
+            return SampleSets(samples.tokens, scores.step_log_probs, samples.entropy, samples.mask)
+
+        sets = jax.vmap(per_temperature)(temperatures, jax.random.split(key, temperatures.shape[0]))
+        logits = model.logits(params, heldout)
+        reward = losses.recovered_reward(logits, heldout, heldout_mask, discount=discount)
+        return FinalEvaluation(sets, reward, heldout_nll(model, params, heldout))
+
+    return evaluate
+
+
+def sequence_set(tokens) -> set[tuple[int, ...]]:
+    """The distinct sequences of ``tokens [N, T]`` (without ``EOS``), for copy rates."""
+    return {tuple(s) for s in token_mdp.strip(np.asarray(tokens))}
+
+
+def sample_set_metrics(tokens, oracle_log_probs, entropy, mask, *, bleu_order: int = 4, training_set: set | None = None) -> dict:
+    """Quality and diversity of one set of samples ``[N, T]`` (host side).
+
+    ``quality`` and ``entropy`` are per-token means over real tokens; ``copy_rate`` is the
+    fraction of samples found in ``training_set`` (:func:`sequence_set`; NaN without one).
+    """
+    mask = np.asarray(mask)
+    sequences = token_mdp.strip(np.asarray(tokens))
+    copies = [tuple(x) in training_set for x in sequences] if training_set is not None else [math.nan]
+    return {
+        "quality": float((np.asarray(oracle_log_probs) * mask).sum() / mask.sum()),
+        "entropy": float((np.asarray(entropy) * mask).sum() / mask.sum()),
+        "self_bleu": metrics.self_bleu(sequences, bleu_order),
+        "distinct_2": metrics.distinct_n(sequences, 2),
+        "distinct_3": metrics.distinct_n(sequences, 3),
+        "copy_rate": float(np.mean(copies)),
+    }
+
+
+def oracle_reference(heldout, heldout_scores: token_mdp.OracleScores, *, bleu_order: int = 4, num_sequences: int) -> dict:
+    """The oracle's own quality, entropy and diversity, on (the first ``num_sequences`` of) held-out data."""
+    mask = np.asarray(heldout_scores.mask)
+    all_sequences = token_mdp.strip(np.asarray(heldout))
+    sequences = all_sequences[:num_sequences]
+    return {
+        "quality": float(np.asarray(heldout_scores.step_log_probs).sum() / mask.sum()),
+        "entropy": float(np.asarray(heldout_scores.entropy).sum() / mask.sum()),
+        "self_bleu": metrics.self_bleu(sequences, bleu_order),
+        "distinct_2": metrics.distinct_n(sequences, 2),
+        "distinct_3": metrics.distinct_n(sequences, 3),
+        "mean_length": float(np.mean([len(s) for s in all_sequences])),
+    }
+
+
+def reward_correlation(reward, heldout_scores: token_mdp.OracleScores) -> float:
+    """Spearman correlation of a recovered reward with the oracle's ``log p(a_t | s_t)`` on real tokens."""
+    return metrics.reward_correlation(reward, np.asarray(heldout_scores.step_log_probs), np.asarray(heldout_scores.mask))
+
+
+def value_at_quality(quality, values, target: float) -> float:
+    """``values`` along one model's temperature curve, interpolated where its ``quality`` equals
+    ``target`` (NaN outside the curve's range)."""
+    quality, values = np.asarray(quality, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    order = np.argsort(quality)
+    quality, values = quality[order], values[order]
+    if target < quality[0] or target > quality[-1]:
+        return math.nan
+    return float(np.interp(target, quality, values))
