@@ -7,6 +7,7 @@ run, an unwritable output) ends in one line on stderr and exit code 2, never a t
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from experiments.registry import BY_NAME, COMMANDS
@@ -26,9 +27,30 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
+_BOX = str.maketrans("", "", "╭╮╰╯│─━┃┏┓┗┛")
+
+
+def _parse(command, config_cls, rest):
+    """tyro's parse, with its boxed error panel folded into one line (exit code 2)."""
+    import io
+
     import tyro
 
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(config_cls, args=rest, prog=f"mdvi-lab {command.name}", description=command.description)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            lines = [" ".join(line.translate(_BOX).split()) for line in captured.getvalue().splitlines()]
+            lines = [line for line in lines if line and not line.startswith("For full helptext")]
+            print(f"mdvi-lab {command.name}: error: {'; '.join(lines) or 'bad arguments'}", file=sys.stderr)
+            raise SystemExit(2) from None
+        sys.stderr.write(captured.getvalue())
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -40,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     command = BY_NAME[name]
     config_cls, run = command.load()
     try:
-        config = tyro.cli(config_cls, args=rest, prog=f"mdvi-lab {name}", description=command.description)
+        config = _parse(command, config_cls, rest)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
     except EXPECTED_ERRORS as error:  # a config's own validation, run by its __post_init__
         print(f"mdvi-lab {name}: error: {_one_line(error)}", file=sys.stderr)
         return 2
