@@ -7,7 +7,10 @@ exact: the normalised gap ``||q* - q^{pi_k}||_inf / max q*`` of the greedy polic
 weights compare with ``f*`` (correlation, mean ratio), and the Q-network's regression error
 against the exact target. Mazes x seeds run as one vmapped program per variant and ``M``.
 
-The default is a scaled-down budget for a 2-core CPU (see ``MazeConfig``); ``--paper`` sets
+The default is a scaled-down budget for a 2-core CPU: 12 x 12 mazes with 3 pitfalls, 2 mazes x
+1 seed, 300 outer iterations x 100 Adam steps (measured at 20 iterations on a shared 2-core CPU:
+about 0.8 CPU-seconds per outer iteration and run for all 12 variants, so roughly 6 minutes of
+wall time on 2 free cores including compilation); ``--paper`` sets
 the paper's (25 x 25 mazes with 8 pitfalls, 20 mazes x 3 seeds, 20,000 outer iterations x 100
 Adam steps), which needs an accelerator.
 
@@ -74,7 +77,7 @@ class MazeConfig:
     """Dimension of the fixed Gaussian state features."""
     mazes: int = 2
     """Random mazes (maze i uses maze seed maze_seed + i); vmapped."""
-    seeds: int = 2
+    seeds: int = 1
     """Seeds per maze (network init and draws); vmapped."""
     samples_per_pair: tuple[int, ...] = (3, 10)
     """M: next-state draws per pair and outer iteration, one panel each."""
@@ -306,17 +309,17 @@ def _figures(config: MazeConfig, rows: list[dict], run_dir: RunDir) -> list[Path
 
 
 def demo_section(out: Path):
-    """The maze part of ``mdvi-lab demo``: all six variants on a tiny maze, both M (about 40 s)."""
+    """The maze part of ``mdvi-lab demo``: the six variants on a tiny maze with M = 10 (two compiled programs)."""
     from experiments.demo import DemoSection
 
-    config = MazeConfig(size=6, num_pitfalls=2, mazes=1, seeds=2, outer_iterations=40, inner_steps=25,
+    config = MazeConfig(size=6, num_pitfalls=2, mazes=1, seeds=2, samples_per_pair=(10,), outer_iterations=40, inner_steps=25,
                         evaluations=4, final_evaluations=1, chunk=4, out=out / "maze", progress=False,
                         overwrite=True)
     summary = run(config)
     table = format_table(summary["variants"], ["M", "variant", "final_gap", "gap_se", "weight_correlation"])
     text = (
         "Deep MDVI with a generative model (Kitamura et al. 2023, Sec. 7.2.1) on a 6 x 6 pitfall maze, "
-        f"{config.outer_iterations} outer iterations x {config.inner_steps} Adam steps, {config.seeds} seeds: "
+        f"M = 10, {config.outer_iterations} outer iterations x {config.inner_steps} Adam steps, {config.seeds} seeds: "
         "normalised gap of the greedy policy (exact) for f = 1, the oracle f* and DVW weights with DQN- and "
         "M-DQN-style targets. A smoke-sized run: the ordering of the paper needs the full budget.\n\n" + table
     )
