@@ -43,6 +43,8 @@ COMMANDS: tuple[Command, ...] = (
             "DQN / M-DQN (+DVW) on a MinAtar game, vmapped seeds, checkpoint/resume."),
     Command("minatar-report", "experiments.minatar", "MinAtarReportConfig", "report",
             "Side-by-side learning curves of finished MinAtar runs.", demo_section=None),
+    Command("maze", "experiments.maze", "MazeConfig", "run",
+            "Deep MDVI on the DVW paper's pitfall maze: f = 1, f*, DVW x DQN / M-DQN, exact gaps and weight checks."),
     Command("lm-irl", "experiments.lm_irl", "LMIRLConfig", "run",
             "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity."),
 )
