@@ -679,9 +679,7 @@ def optimal_design(
         compaction = n > 4 * working_set
     result = None
     if compaction and d > 1:
-        result = _design_compacted(
-            x, scale, tolerance, max_iterations, refresh_every, rank_tolerance, precision, working_set
-        )
+        result = _design_compacted(x, scale, tolerance, max_iterations, refresh_every, rank_tolerance, precision, working_set)
     if result is not None and result.transform.shape[1] > 1:
         rank = result.transform.shape[1]
         coordinates = _map_rows(x, scale, result.transform, np.float64, result.support)
