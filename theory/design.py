@@ -469,6 +469,15 @@ def _exact_leverages(x, scale, transform, support, support_weights) -> np.ndarra
     return out
 
 
+def _compact_rows(q: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """``q[kept]`` moved to the front of ``q`` in place, chunk by chunk (no second ``[n, r]``
+    copy): the source rows ``idx[j] >= j`` of a chunk lie at or after every row already written."""
+    idx = np.flatnonzero(kept)
+    for rows in _chunks(idx.size):
+        q[rows] = q[idx[rows]]
+    return q[: idx.size]
+
+
 class _Compacted(NamedTuple):
     support: np.ndarray  # global indices, ascending
     support_weights: np.ndarray
@@ -561,7 +570,7 @@ def _design_compacted(x, scale, tolerance, max_iterations, refresh_every, rank_t
             certified[active[excluded]] = True
             if excluded.sum() >= _COMPACT_FRACTION * active.size:  # worth a copy
                 kept = ~excluded
-                active, q_active, leverage = active[kept], q_active[kept], leverage[kept]
+                active, q_active, leverage = active[kept], _compact_rows(q_active, kept), leverage[kept]
                 excluded = np.zeros(active.size, bool)
             score = leverage
     if exact is None:
