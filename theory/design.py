@@ -140,24 +140,28 @@ def _harman_pronzato_threshold(g: Array, r: int) -> Array:
     return r * (1.0 + e / 2.0 - jnp.sqrt(e * (4.0 + e - 4.0 / r)) / 2.0)
 
 
-def _step(q: Array, r: int, s: _Loop) -> _Loop:
-    """One toward / away / drop step with exact line search and Sherman-Morrison updates."""
+def _step(q: Array, r: int, drop_margin: float, s: _Loop) -> _Loop:
+    """One toward / away / drop step with exact line search and Sherman-Morrison updates.
+
+    ``V^{-1}`` and the leverages are kept in the dtype of ``q`` (the step precision), the
+    weights in their own (float64 on the host path)."""
     weights, v_inv, leverage = s.weights, s.v_inv, s.leverage
     in_support = weights > 0
     toward = jnp.argmax(jnp.where(s.certified, -jnp.inf, leverage))
     away = jnp.argmin(jnp.where(in_support, leverage, jnp.inf))
-    droppable = in_support & s.certified & (weights * leverage < 1.0 - _DROP_MARGIN)
+    droppable = in_support & s.certified & (weights * leverage < 1.0 - drop_margin)
     drop = jnp.any(droppable)
     use_away = (r - leverage[away]) > (leverage[toward] - r)
     j = jnp.where(drop, jnp.argmax(droppable), jnp.where(use_away, away, toward))
     w_j = leverage[j]
     t = (w_j - r) / ((r - 1) * w_j)
     t = jnp.where(drop, -weights[j], jnp.maximum(t, -weights[j]))
+    t_step = t.astype(leverage.dtype)
     u = v_inv @ q[j]
-    denom = 1.0 + t * w_j
+    denom = 1.0 + t_step * w_j
     projections = q @ u
-    new_leverage = (1.0 + t) * (leverage - t * projections**2 / denom)
-    new_v_inv = (1.0 + t) * (v_inv - t * jnp.outer(u, u) / denom)
+    new_leverage = (1.0 + t_step) * (leverage - t_step * projections**2 / denom)
+    new_v_inv = (1.0 + t_step) * (v_inv - t_step * jnp.outer(u, u) / denom)
     new_weights = (weights + t * jax.nn.one_hot(j, weights.shape[0], dtype=weights.dtype)) / (1.0 + t)
     clipped = t <= -weights[j]
     new_weights = new_weights.at[j].set(jnp.where(clipped, 0.0, new_weights[j]))
@@ -165,16 +169,23 @@ def _step(q: Array, r: int, s: _Loop) -> _Loop:
         weights=new_weights,
         v_inv=new_v_inv,
         leverage=new_leverage,
-        g=jnp.max(new_leverage),
+        g=jnp.max(new_leverage).astype(s.g.dtype),
         certified=s.certified,
         iterations=s.iterations + 1,
     )
 
 
-def _iterate(q: Array, tolerance, max_iterations: int, refresh_every: int, initial_weights=None) -> DesignState:
+def _iterate(q: Array, tolerance, max_iterations: int, refresh_every: int, initial_weights=None, step_dtype=None) -> DesignState:
     """The toward / away / drop iteration from ``initial_weights`` (a design whose support spans
-    R^r; ``None``: the greedy volume initialisation)."""
+    R^r; ``None``: the greedy volume initialisation). With ``step_dtype`` (e.g. float32 for float64
+    ``q``) the steps run in that precision between refreshes in the precision of ``q``; the stopping
+    ``g`` and the Harman-Pronzato certification come from the refreshes only when it is coarser
+    (a step that sees ``g <= target`` in the step precision ends the segment; the refresh decides)."""
     n, r = q.shape
+    q_step = q if step_dtype is None else q.astype(step_dtype)
+    drop_margin = _DROP_MARGIN
+    if q_step.dtype != q.dtype:  # keep 1 - pi_j w_j clear of the step precision's rounding
+        drop_margin = max(_DROP_MARGIN, 1e4 * float(jnp.finfo(q_step.dtype).eps))
     if r == 1:
         # r = 1 is degenerate for the Todd step: all mass on a point of largest |x|.
         leverage_all = q[:, 0] ** 2
@@ -187,7 +198,7 @@ def _iterate(q: Array, tolerance, max_iterations: int, refresh_every: int, initi
         v_inv, leverage = _refresh(q, weights)
         g = jnp.max(leverage)
         certified = certified | (leverage < _harman_pronzato_threshold(g, r))
-        return _Loop(weights, v_inv, leverage, g, certified, iterations)
+        return _Loop(weights, v_inv.astype(q_step.dtype), leverage.astype(q_step.dtype), g, certified, iterations)
 
     def outer_cond(s):
         return (s.g > target) & (s.iterations < max_iterations)
@@ -198,7 +209,7 @@ def _iterate(q: Array, tolerance, max_iterations: int, refresh_every: int, initi
         def inner_cond(s):
             return (s.g > target) & (s.iterations < jnp.minimum(stop, max_iterations))
 
-        s = jax.lax.while_loop(inner_cond, functools.partial(_step, q, r), s)
+        s = jax.lax.while_loop(inner_cond, functools.partial(_step, q_step, r, drop_margin), s)
         return refreshed(s.weights, s.certified, s.iterations)
 
     weights0 = _greedy_initial_weights(q) if initial_weights is None else initial_weights
@@ -381,13 +392,16 @@ _FIRST_TOLERANCE = 1e-2
 _COMPACT_FRACTION = 0.1
 
 
-def _solve_subset(q: Array, weights: Array, tolerance, max_iterations, refresh_every, greedy: bool) -> DesignState:
+def _solve_subset(
+    q: Array, weights: Array, tolerance, max_iterations, refresh_every, greedy: bool, step_dtype: str | None
+) -> DesignState:
     """The iteration on a working set ``q [m, r]`` (zero rows are padding: leverage 0, never
-    stepped toward), from ``weights`` or, with ``greedy``, the greedy volume initialisation."""
-    return _iterate(q, tolerance, max_iterations, refresh_every, None if greedy else weights)
+    stepped toward), from ``weights`` or, with ``greedy``, the greedy volume initialisation;
+    steps in ``step_dtype`` (``None``: that of ``q``), float64 refreshes."""
+    return _iterate(q, tolerance, max_iterations, refresh_every, None if greedy else weights, step_dtype)
 
 
-_solve_subset_jit = jax.jit(_solve_subset, static_argnames="greedy")
+_solve_subset_jit = jax.jit(_solve_subset, static_argnames=("greedy", "step_dtype"))
 
 
 def _column_map(x: np.ndarray, scale: np.ndarray | None, rank_tolerance: float) -> np.ndarray:
@@ -541,6 +555,7 @@ def _design_compacted(x, scale, tolerance, max_iterations, refresh_every, rank_t
                 jnp.asarray(max_iterations - iterations),
                 jnp.asarray(refresh_every),
                 greedy=support.size == 0,
+                step_dtype="float32" if precision == "float32" else None,
             )
             if not np.isfinite(float(state.g_over_d)):
                 return None
@@ -665,10 +680,11 @@ def optimal_design(
       compaction: ``None`` (default) compacts when ``n > 4 * working_set``.
       working_set: rows the compacted iteration works on (padded with zero rows: one
         compilation per ``(working_set, r)``); doubled while the support exceeds half of it.
-      precision: ``"float64"`` or ``"float32"``: the dtype of the stored coordinates and of
-        the leverage passes of the compacted path (the working-set iteration, the Cholesky
-        refreshes and the final certificate are float64 either way; the uncompacted path is
-        float64 throughout).
+      precision: ``"float64"`` or ``"float32"``: the working precision of the compacted path,
+        i.e. of the stored coordinates, the leverage passes and the Sherman-Morrison steps of
+        the working-set iteration; its Cholesky refreshes (which set ``g``, the stopping test
+        and the Harman-Pronzato certificates inside it) and the final certificate are float64
+        either way, and the uncompacted path is float64 throughout.
 
     Raises:
       ValueError: wrong shapes, NaN or inf, non-positive weights, all-zero features, a
