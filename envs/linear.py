@@ -12,8 +12,10 @@ times Garnet rows), :func:`kitamura_hard_mdp` (the two-state hard instance of Ki
 experiment: :func:`family_f1` (control), :func:`family_f2` (a risky sibling sharing the action
 block: next-state variances differ strongly across design points that share coordinates, the
 regime where variance weighting matters) and :func:`family_f3` (the same MDP with the sibling in
-its own block: the negative control), plus :func:`block_copies` (``k`` independent copies:
-``d -> k d``) for dimension sweeps.
+its own block: the negative control), plus two ways to sweep the dimension: :func:`block_copies`
+(``k`` independent copies: ``d -> k d``, ``k`` decisions) and :func:`family_f4` (F2 with a
+``d - 4``-dimensional shared action block: one decision; its docstring says which d-factors of
+the bounds each measures).
 """
 
 from __future__ import annotations
@@ -356,6 +358,95 @@ def family_f3(horizon: float, epsilon: float = 0.5) -> LinearMDP:
     ``P``, ``r`` and ``Q*`` as F2, but nothing leaks, so every method should scale like ``H^3``.
     """
     return _risky_sibling(horizon, epsilon, shared_block=False)
+
+
+def spread_actions(num_action_dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """The action set of :func:`family_f4` in ``R^m`` and its direction ``beta``.
+
+    Actions ``{0, e_1, ..., e_m, 1_m}`` (``m + 2`` of them) and
+    ``beta = (1, 0.5 / (m - 1), ..., 0.5 / (m - 1))``, so ``x_a = <a, beta>`` is 1.5 for the
+    all-ones action, 1 for ``e_1``, ``0.5 / (m - 1)`` for ``e_2..e_m`` and 0 for ``0``. For
+    ``m = 2`` these are the corners ``C`` and ``beta = (1, 0.5)`` of F1-F3 (in another order).
+    """
+    m = check_count(num_action_dims, "num_action_dims", minimum=2)
+    actions = np.vstack([np.zeros(m), np.eye(m), np.ones(m)])
+    beta = np.full(m, 0.5 / (m - 1))
+    beta[0] = 1.0
+    return actions, beta
+
+
+def family_f4(horizon: float, dim: int = 6, epsilon: float = 0.5, rotation_seed: int | None = None) -> LinearMDP:
+    """F4 (the dimension family, ``d >= 6``): F2 with an ``m = d - 4``-dimensional action block.
+
+    States ``s0`` (reward 1), ``s1`` (absorbing, 0), ``G`` (absorbing, reward 1) and the risky
+    sibling ``s2`` (reward 0); both ``s0`` and ``s2`` take the ``m + 2`` actions of
+    :func:`spread_actions` (``s1`` and ``G`` ignore the action). ``phi(s0, a) = (1, 0, 0, 0, a)``,
+    ``phi(s1) = e_2``, ``phi(G) = e_3``, ``phi(s2, b) = (0, 0, 0, 1, b)``; ``mu`` as in F2 with
+    ``mu_{4+i} = Delta beta_i (delta_s0 - delta_s1)``, ``i = 1..m``; ``theta_r = e_1 + e_3``;
+    ``Delta`` from :func:`gap_delta`. At ``d = 6`` this is F2, pair for pair up to the order
+    of the actions. With ``p_a = gamma + Delta x_a``, ``q_b = Delta x_b``, ``H = 1 / (1 - gamma)``
+    and ``V0 = 1 / (1 - gamma (gamma + 1.5 Delta))``, exactly:
+
+        V*(s0) = V0,  V*(s1) = 0,  V*(G) = H,  V*(s2) = gamma (H / 2 + 1.5 Delta V0),
+        Var_P V*(s0, a) = p_a (1 - p_a) V0^2                          (order H: 0.59 H at H = 8, -> H / 4),
+        Var_P V*(s2, b) = H^2 / 4 + q_b (1 - q_b) V0^2 - q_b H V0      (about H^2 / 4),
+        Var_P V*(s1, .) = Var_P V*(G, .) = 0,
+
+    for every ``d``: the same variance contrast as F2, and ``s2``'s high-variance points share the
+    whole action block with ``s0``'s, so the weighting gap of F2 survives.
+
+    What it isolates. Success is one event: at ``s0`` the all-ones action (``x = 1.5``) beats its
+    one close competitor ``e_1`` (``x = 1``) by ``2 eps`` (the others trail by more), and the
+    contrast ``phi(s0, 1_m) - phi(s0, e_1) = (0, 0, 0, 0, 0, 1, ..., 1)`` lies across the action
+    block that all ``2 (m + 2)`` action points of ``s0`` and ``s2`` share, so one regression
+    couples every coordinate. The d-factors of the bounds (Kitamura et al. 2023:
+    ``d^2 H^3 eps^-2`` for VWLS-MDVI, one ``H`` more for LS-MDVI) are (i) the leverage bound
+    ``g = d`` of the G-optimal design (Kiefer-Wolfowitz) and (ii) the number of design points,
+    ``|C| ~ d``, each sampled ``M`` times. On F4 the G-optimal design has ``2 d - 4`` support
+    points (``d >= 8``) and the decisive contrast has leverage about ``2 d`` (``13.3, 21.6, 45.8,
+    93.9`` at ``d = 8, 12, 24, 48``): both factors grow with ``d`` at a single decision, so the
+    F4 sweep's ``N*(d)`` measures them without a union over decisions. :func:`block_copies` of
+    F2 (``d = 6 k``) has the same two factors (support ``6 k``, contrast leverage ``6 k``) but
+    ``k`` independent decisions in orthogonal blocks, all of which must succeed: a union over
+    ``k`` events (a ``log k`` more samples each), which the bounds' ``d`` does not contain and
+    which inflates the slope of ``log N*`` on ``log d`` over a finite range.
+
+    ``rotation_seed``: if given, ``phi -> R phi`` and ``mu -> R mu`` for a seeded random orthogonal
+    ``R``: every feature vector then spreads over all ``d`` coordinates while ``P = phi^T mu`` and
+    ``r`` are unchanged up to rounding; LS designs and fits are invariant under such maps, so
+    N* should not move (a check of that invariance).
+    """
+    delta = gap_delta(horizon, epsilon)  # validates horizon and epsilon
+    dim = check_count(dim, "dim", minimum=6)
+    horizon = float(horizon)
+    gamma = 1.0 - 1.0 / horizon
+    actions, beta = spread_actions(dim - 4)
+    s0, s1, goal, s2 = range(4)
+    A = actions.shape[0]
+    phi = np.zeros((4, A, dim))
+    phi[s0, :, 0] = 1.0
+    phi[s0, :, 4:] = actions
+    phi[s1, :, 1] = 1.0
+    phi[goal, :, 2] = 1.0
+    phi[s2, :, 3] = 1.0
+    phi[s2, :, 4:] = actions
+    mu = np.zeros((dim, 4))
+    mu[0, s0], mu[0, s1] = gamma, 1.0 - gamma
+    mu[1, s1] = 1.0
+    mu[2, goal] = 1.0
+    mu[3, goal], mu[3, s1] = 0.5, 0.5
+    mu[4:, s0], mu[4:, s1] = delta * beta, -delta * beta
+    theta = np.zeros(dim)
+    theta[0] = theta[2] = 1.0
+    name = f"F4-d{dim}-H{horizon:g}"
+    if rotation_seed is not None:
+        rotation_seed = check_count(rotation_seed, "rotation_seed", minimum=0)
+        gaussian = np.random.default_rng(rotation_seed).standard_normal((dim, dim))
+        q, r = np.linalg.qr(gaussian)
+        rotation = q * np.sign(np.diag(r))  # Haar-distributed orthogonal matrix
+        phi, mu, theta = phi @ rotation.T, rotation @ mu, rotation @ theta
+        name += f"-rot{rotation_seed}"
+    return LinearMDP(phi, mu, theta, gamma, np.array([1.0, 0.0, 0.0, 0.0]), name=name)
 
 
 FAMILIES = {"F1": family_f1, "F2": family_f2, "F3": family_f3}

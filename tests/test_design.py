@@ -180,3 +180,93 @@ def test_column_scaling_does_not_change_the_design():
     np.testing.assert_allclose(scaled.leverage, base.leverage, atol=1e-8)
     coordinates, basis = column_space(features * np.array([1e150, 1.0, 1e-150]))
     assert coordinates.shape == (120, 3) and np.all(np.isfinite(basis))
+
+
+# --- design at scale: working set, Harman-Pronzato compaction, float32 working precision -------
+
+
+def _independent_leverages(features, weights, f=None):
+    """Leverages of every row by numpy's pseudo-inverse (float64), independently of the module."""
+    x = np.asarray(features, dtype=np.float64)
+    if f is not None:
+        x = np.sqrt(f)[:, None] * x
+    information = (x * weights[:, None]).T @ x
+    return np.einsum("ij,jk,ik->i", x, np.linalg.pinv(information, rcond=1e-10), x)
+
+
+def _assert_certificate(design, features, tolerance, f=None):
+    leverage = _independent_leverages(features, design.weights, f)
+    r = design.rank
+    assert design.converged and design.g_over_d <= 1 + tolerance
+    assert leverage.max() <= r * (1 + tolerance) * (1 + 1e-9)
+    np.testing.assert_allclose(design.leverage, leverage, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(design.weights @ leverage, r, rtol=1e-8)
+    assert np.isclose(design.weights.sum(), 1.0) and np.all(design.weights >= 0)
+    assert len(design.support) <= r * (r + 1) // 2
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "student_t"])
+def test_compaction_never_removes_a_point_of_the_optimal_support(kind):
+    rng = np.random.default_rng(10)
+    # d = 20: the support at the first Harman-Pronzato pass does not yet hold the optimal one, so
+    # certifying a future support point would show (in the final design or in g)
+    n, d = 4000, 20
+    features = rng.standard_normal((n, d)) if kind == "gaussian" else rng.standard_t(3, (n, d))
+    compacted = optimal_design(features, tolerance=1e-3, compaction=True, working_set=128)
+    whole = optimal_design(features, tolerance=1e-3, compaction=False)
+    tight = optimal_design(features, tolerance=1e-9, compaction=False, max_iterations=200_000)
+    _assert_certificate(compacted, features, 1e-3)
+    _assert_certificate(whole, features, 1e-3)
+    assert tight.converged
+    assert abs(compacted.g_over_d - whole.g_over_d) <= 1e-3
+    # compaction happened (the test is not vacuous) ...
+    removed = compacted.certified
+    assert removed.shape == (n,) and removed.sum() > n // 2
+    # ... and no removed row carries weight at the optimum, nor reaches leverage d there
+    assert not np.any(tight.weights[removed] > 0)
+    assert tight.leverage[removed].max() < d
+    # the certificate transfers: log det of the compacted design is within its bound of the optimum
+    gap = _logdet_information(features, tight.weights) - _logdet_information(features, compacted.weights)
+    assert -1e-9 <= gap <= compacted.gap_bound + 1e-9
+
+
+def test_float32_working_precision_keeps_the_float64_certificate():
+    rng = np.random.default_rng(11)
+    features = rng.standard_t(4, (8000, 10)).astype(np.float32)
+    single = optimal_design(features, tolerance=1e-3, compaction=True, working_set=256, precision="float32")
+    double = optimal_design(features, tolerance=1e-3, compaction=True, working_set=256, precision="float64")
+    for design in (single, double):
+        _assert_certificate(design, features, 1e-3)
+    assert abs(single.g_over_d - double.g_over_d) <= 1e-3
+    # the certificate is float64: recomputing it from the float32 rows in float64 agrees to 1e-9
+    assert single.leverage.dtype == np.float64
+
+
+def test_compacted_path_handles_rank_deficiency_weights_and_column_units():
+    rng = np.random.default_rng(12)
+    # rank 6 in R^10 with columns in units 1e100 apart: the TSQR branch of the column map
+    features = rng.standard_normal((9000, 6)) @ rng.standard_normal((6, 10))
+    features *= np.logspace(-50, 50, 10)
+    f = rng.uniform(0.1, 10.0, 9000)
+    compacted = optimal_design(features, f, tolerance=1e-3, compaction=True, working_set=128)
+    whole = optimal_design(features, f, tolerance=1e-3, compaction=False)
+    assert compacted.rank == whole.rank == 6 and compacted.dim == 10
+    assert compacted.converged and compacted.g_over_d <= 1 + 1e-3
+    assert abs(compacted.g_over_d - whole.g_over_d) <= 1e-3
+    np.testing.assert_allclose(compacted.weights @ compacted.leverage, 6.0, rtol=1e-8)
+    # weighted leverages, independently, in the well-scaled coordinates of the column space
+    coordinates, _ = column_space(np.sqrt(f)[:, None] * features)
+    information = (coordinates * compacted.weights[:, None]).T @ coordinates
+    leverage = np.einsum("ij,jk,ik->i", coordinates, np.linalg.inv(information), coordinates)
+    np.testing.assert_allclose(compacted.leverage, leverage, rtol=1e-6, atol=1e-9)
+
+
+def test_small_sets_keep_the_uncompacted_path_and_bad_options_are_named(gaussian):
+    design = optimal_design(gaussian)  # n = 2000 <= 4 * working_set: designed at once
+    assert design.certified is not None and design.certified.shape == (2000,)
+    forced = optimal_design(gaussian, compaction=True, working_set=256)
+    assert forced.converged and abs(forced.g_over_d - design.g_over_d) <= 1e-3
+    with pytest.raises(ValueError, match="precision"):
+        optimal_design(gaussian, precision="float16")
+    with pytest.raises(ValueError, match="working_set"):
+        optimal_design(gaussian, working_set=20)

@@ -11,6 +11,7 @@ from envs.linear import (
     family_f1,
     family_f2,
     family_f3,
+    family_f4,
     gap_delta,
     kitamura_hard_mdp,
     low_rank_mixture,
@@ -186,3 +187,87 @@ def test_zero_dimensional_arrays_are_accepted_as_discounts_and_horizons():
     assert family_f1(np.array(8.0)).discount == family_f1(8).discount
     with pytest.raises(ValueError, match="^discount must be a real number"):
         LinearMDP(*_valid(), np.array([0.9]))
+
+
+# --- F4: the dimension family with one decision ------------------------------------------------
+
+
+def _next_state_variance(mdp, v):
+    P = mdp.transitions
+    return P @ (v * v) - (P @ v) ** 2
+
+
+def test_f4_at_d6_is_f2_up_to_the_order_of_the_actions():
+    f2, f4 = family_f2(16.0), family_f4(16.0, dim=6)
+    order = [0, 2, 1, 3]  # F4's actions (0, e1, e2, 1) -> F2's corners (0,0), (0,1), (1,0), (1,1)
+    np.testing.assert_array_equal(f4.features[:, order], f2.features)
+    np.testing.assert_array_equal(f4.factors, f2.factors)
+    np.testing.assert_array_equal(f4.reward_params, f2.reward_params)
+    assert f4.discount == f2.discount
+
+
+@pytest.mark.parametrize("dim, horizon", [(6, 8.0), (11, 32.0), (48, 128.0)])
+def test_f4_var_p_v_star_matches_its_closed_form(x64, dim, horizon):
+    mdp = family_f4(horizon, dim=dim)
+    m = dim - 4
+    assert mdp.dim == dim and mdp.num_actions == m + 2 and mdp.num_states == 4
+    v, q = _values(mdp)
+    gamma, H = mdp.discount, horizon
+    delta = gap_delta(horizon, 0.5)
+    x = np.r_[0.0, 1.0, np.full(m - 1, 0.5 / (m - 1)), 1.5]  # <a, beta> for (0, e_1, .., e_m, 1_m)
+    v0 = 1.0 / (1.0 - gamma * (gamma + 1.5 * delta))
+    np.testing.assert_allclose(v, [v0, 0.0, H, gamma * (H / 2 + 1.5 * delta * v0)], rtol=1e-9, atol=1e-9)
+    # the all-ones action is the unique best at s0 and at s2
+    assert np.argmax(q[0]) == m + 1 and np.argmax(q[3]) == m + 1
+    assert np.sort(q[0])[-2] < q[0, m + 1] - 1e-9
+    variance = _next_state_variance(mdp, v)
+    p = gamma + delta * x
+    qb = delta * x
+    np.testing.assert_allclose(variance[0], p * (1 - p) * v0**2, rtol=1e-8)
+    np.testing.assert_allclose(variance[3], H**2 / 4 + qb * (1 - qb) * v0**2 - qb * H * v0, rtol=1e-8)
+    np.testing.assert_allclose(variance[1:3], 0.0, atol=1e-8)
+    # the F2 contrast at every d: s0's points order H (-> H / 4), the sibling's about H^2 / 4
+    assert variance[0].max() <= 0.6 * H and variance[3].min() >= 0.22 * H**2
+    assert variance[3].min() >= variance[0].max() * H / 3
+    # the closed form of Var at s0 is the value gap built in by gap_delta: V(1.5) - V(1) = 2 eps
+    v_e1 = 1.0 / (1.0 - gamma * (gamma + delta))
+    assert v0 - v_e1 == pytest.approx(1.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("dim", [8, 12, 24])
+def test_f4_design_grows_with_d_at_one_decision(dim):
+    mdp = family_f4(32.0, dim=dim)
+    features = mdp.flat_features()
+    design = optimal_design(features, tolerance=1e-6)
+    assert design.rank == dim
+    assert len(design.support) == 2 * dim - 4
+    information = (features * design.weights[:, None]).T @ features
+    m = dim - 4
+    contrast = mdp.features[0, m + 1] - mdp.features[0, 1]  # phi(s0, 1_m) - phi(s0, e_1)
+    assert np.count_nonzero(contrast) == m - 1
+    leverage = contrast @ np.linalg.solve(information, contrast)
+    assert 1.6 * dim <= leverage <= 2 * dim
+    # block copies of F2 at the same d: support 6k and contrast leverage 6k = d
+    copies = block_copies(family_f2(32.0), 2)
+    copies_design = optimal_design(copies.flat_features(), tolerance=1e-6)
+    assert len(copies_design.support) == 12
+
+
+def test_f4_rotation_spreads_every_feature_and_keeps_the_mdp_and_its_design():
+    base, rotated = family_f4(16.0, dim=9), family_f4(16.0, dim=9, rotation_seed=3)
+    assert np.all(np.abs(rotated.features[0]) > 1e-6)  # s0's features fill all d coordinates
+    np.testing.assert_allclose(rotated.transitions, base.transitions, atol=1e-12)
+    np.testing.assert_allclose(rotated.rewards, base.rewards, atol=1e-12)
+    a = optimal_design(base.flat_features(), tolerance=1e-8)
+    b = optimal_design(rotated.flat_features(), tolerance=1e-8)
+    np.testing.assert_allclose(b.leverage, a.leverage, atol=1e-6)
+    # seeded and deterministic
+    again = family_f4(16.0, dim=9, rotation_seed=3)
+    np.testing.assert_array_equal(again.features, rotated.features)
+    assert not np.allclose(family_f4(16.0, dim=9, rotation_seed=4).features, rotated.features)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"dim": 5}, "dim"), ({"dim": 7.5}, "dim"), ({"rotation_seed": -1}, "rotation_seed")])
+def test_f4_rejects_bad_arguments_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        family_f4(16.0, **kwargs)
