@@ -21,12 +21,18 @@ Speed layout: the networks trained together (Q and, with DVW, the variance netwo
 on a leading axis and run by one ``vmap``-ed forward/backward pass; the frozen networks (target,
 and with DVW the previous target and the frozen variance network) likewise share one forward pass
 over the concatenated batch ``[s; s']``. XLA:CPU cost at batch 32 is mostly per-operation
-overhead, so this keeps DVW's extra networks cheap.
+overhead, so this keeps DVW's extra networks cheap. A :class:`NetworkStack` names its members
+(``params.trained["q"]``, ``params.frozen["target"]``), so no code indexes the stack by position.
+
+The family's members (DQN, M-DQN, each with or without DVW) are the entries of one registry,
+:data:`ALGORITHMS`; the agent takes its environment (any :class:`envs.base.Environment`) from
+the caller.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Literal, NamedTuple
 
@@ -38,22 +44,89 @@ import rlax
 
 from agents import networks
 from agents.replay import Batch, ReplayState, replay_add, replay_init, replay_sample
+from envs.base import Environment
 from mdvi import kl_entropy_to_munchausen, munchausen_target
 
-ALGORITHMS = ("dqn", "mdqn")
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """One member of the DQN family: its name (in configs, results and run folders) and settings."""
+
+    name: str
+    munchausen: bool
+    """M-DQN's Munchausen target (True) or DQN's (False)."""
+    dvw: bool
+    """Deep Variance Weighting."""
+    dvw_network: Literal["separate", "shared"] = "separate"
+    """separate: a second network of the Q-network's architecture (the official code);
+    shared: a variance head on the Q-network's torso, read through a stop-gradient, frozen
+    with the target network (cheaper: DVW then only adds the previous target's forward pass)."""
+    label: str = ""
+    """Display name for figures and tables."""
+
+    @property
+    def slug(self) -> str:
+        """The name as it appears in folder names (``mdqn+dvw`` -> ``mdqn-dvw``)."""
+        return self.name.replace("+", "-")
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    algorithm.name: algorithm
+    for algorithm in (
+        Algorithm("dqn", munchausen=False, dvw=False, label="DQN"),
+        Algorithm("dqn+dvw", munchausen=False, dvw=True, label="DQN+DVW"),
+        Algorithm("dqn+dvw-shared", munchausen=False, dvw=True, dvw_network="shared", label="DQN+DVW (shared)"),
+        Algorithm("mdqn", munchausen=True, dvw=False, label="M-DQN"),
+        Algorithm("mdqn+dvw", munchausen=True, dvw=True, label="M-DQN+DVW"),
+        Algorithm("mdqn+dvw-shared", munchausen=True, dvw=True, dvw_network="shared", label="M-DQN+DVW (shared)"),
+    )
+}
+"""The one registry of the family, in display order; every other place looks names up here."""
+
+AlgorithmName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
+
+
+def get_algorithm(name: str) -> Algorithm:
+    if not isinstance(name, str) or name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+# name -> lowest allowed value of the integer hyperparameters
+_INTEGER_BOUNDS = {
+    "total_steps": 1, "buffer_size": 1, "batch_size": 1, "train_frequency": 1, "learning_starts": 0,
+    "target_period": 1, "eval_episodes": 1, "hidden": 1, "conv_features": 1,
+}
+# name -> predicate of the valid real hyperparameters (checked only on concrete numbers)
+_REAL_CHECKS = {
+    "discount": lambda g: 0.0 <= g < 1.0,
+    "learning_rate": lambda v: v > 0,
+    "adam_eps": lambda v: v > 0,
+    "epsilon_start": lambda v: 0.0 <= v <= 1.0,
+    "epsilon_end": lambda v: 0.0 <= v <= 1.0,
+    "eval_epsilon": lambda v: 0.0 <= v <= 1.0,
+    "exploration_fraction": lambda v: 0.0 < v <= 1.0,
+    "kl_weight": lambda v: v >= 0,
+    "entropy_weight": lambda v: v >= 0,
+    "log_clip_min": lambda v: v < 0,
+    "variance_epsilon": lambda v: v > 0,
+    "weight_min": lambda v: v >= 0,
+    "variance_learning_rate": lambda v: v > 0,
+    "scale_learning_rate": lambda v: v > 0,
+    "scale_init": lambda v: True,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig:
     """DQN-family hyperparameters; defaults are the official DVW MinAtar settings (M-DQN)."""
 
-    game: str = "breakout"
-    """MinAtar game (asterix, breakout, freeway, seaquest, space_invaders)."""
-    protocol: str = "paper"
-    """MinAtar protocol: paper (original package) or gymnax."""
+    algorithm: AlgorithmName = "mdqn"
+    """Member of the family (see ALGORITHMS): dqn or mdqn, optionally +dvw or +dvw-shared."""
     total_steps: int = 10_000_000
     """Environment steps per seed."""
-    gamma: float = 0.99
+    discount: float = 0.99
+    """Discount gamma."""
     learning_rate: float = 2.5e-4
     """Adam step size of the Q-network."""
     adam_eps: float = 1e-8
@@ -69,20 +142,12 @@ class DQNConfig:
     epsilon_end: float = 0.1
     exploration_fraction: float = 0.1
     """Fraction of total_steps over which epsilon decays linearly."""
-    munchausen: bool = True
-    """M-DQN (True) or DQN (False)."""
     kl_weight: float = 0.027
     """Munchausen KL weight tau (the paper's tau)."""
     entropy_weight: float = 0.003
     """Munchausen entropy weight kappa."""
     log_clip_min: float = -1.0
     """Lower clip l0 of the scaled log-policy bonus."""
-    dvw: bool = False
-    """Deep Variance Weighting."""
-    dvw_network: Literal["separate", "shared"] = "separate"
-    """separate: a second network of the Q-network's architecture (the official code);
-    shared: a variance head on the Q-network's torso, read through a stop-gradient, frozen
-    with the target network (cheaper: DVW then only adds the previous target's forward pass)."""
     variance_epsilon: float = 0.1
     """eps_w added to exp(out) in the variance network."""
     weight_min: float = 0.1
@@ -99,28 +164,12 @@ class DQNConfig:
     """Exploration during evaluation (0: greedy)."""
 
     def __post_init__(self):
-        ints = {
-            "total_steps": 1, "buffer_size": 1, "batch_size": 1, "train_frequency": 1,
-            "learning_starts": 0, "target_period": 1, "eval_episodes": 1, "hidden": 1, "conv_features": 1,
-        }
-        for name, low in ints.items():
+        get_algorithm(self.algorithm)
+        for name, low in _INTEGER_BOUNDS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        checks = {
-            "gamma": lambda g: 0.0 <= g < 1.0,
-            "learning_rate": lambda v: v > 0,
-            "epsilon_start": lambda v: 0.0 <= v <= 1.0,
-            "epsilon_end": lambda v: 0.0 <= v <= 1.0,
-            "eval_epsilon": lambda v: 0.0 <= v <= 1.0,
-            "exploration_fraction": lambda v: 0.0 < v <= 1.0,
-            "kl_weight": lambda v: v >= 0,
-            "entropy_weight": lambda v: v >= 0,
-            "log_clip_min": lambda v: v < 0,
-            "variance_epsilon": lambda v: v > 0,
-            "weight_min": lambda v: v >= 0,
-        }
-        for name, ok in checks.items():
+        for name, ok in _REAL_CHECKS.items():
             value = getattr(self, name)
             if isinstance(value, (int, float)) and not (math.isfinite(value) and ok(value)):
                 raise ValueError(f"{name} has an invalid value {value!r}")
@@ -131,8 +180,6 @@ class DQNConfig:
             and self.kl_weight + self.entropy_weight <= 0
         ):
             raise ValueError("munchausen needs kl_weight + entropy_weight > 0")
-        if self.dvw_network not in ("separate", "shared"):
-            raise ValueError(f"dvw_network must be separate or shared, got {self.dvw_network!r}")
         if self.batch_size > self.buffer_size:
             raise ValueError(f"batch_size {self.batch_size} exceeds buffer_size {self.buffer_size}")
         if self.target_period % self.train_frequency:
@@ -141,9 +188,26 @@ class DQNConfig:
             )
 
     @property
-    def algorithm(self) -> str:
-        dvw = ("+dvw" + ("-shared" if self.dvw_network == "shared" else "")) if self.dvw else ""
-        return ("mdqn" if self.munchausen else "dqn") + dvw
+    def spec(self) -> Algorithm:
+        return ALGORITHMS[self.algorithm]
+
+    @property
+    def munchausen(self) -> bool:
+        return self.spec.munchausen
+
+    @property
+    def dvw(self) -> bool:
+        return self.spec.dvw
+
+    @property
+    def shared_variance(self) -> bool:
+        """DVW's variance is a head of the Q-network (``dvw_network="shared"``)."""
+        return self.spec.dvw and self.spec.dvw_network == "shared"
+
+    @property
+    def separate_variance(self) -> bool:
+        """DVW's variance is a second network (``dvw_network="separate"``)."""
+        return self.spec.dvw and self.spec.dvw_network == "separate"
 
     @property
     def updates_per_period(self) -> int:
@@ -161,20 +225,47 @@ class DQNConfig:
 
 
 def config_for(algorithm: str, **overrides) -> DQNConfig:
-    """``dqn``, ``mdqn``, ``dqn+dvw`` or ``mdqn+dvw`` with the official defaults."""
-    base, _, extra = algorithm.partition("+")
-    if base not in ALGORITHMS or extra not in ("", "dvw", "dvw-shared"):
-        raise ValueError(
-            f"unknown algorithm {algorithm!r}; choose dqn, mdqn, dqn+dvw, mdqn+dvw (or +dvw-shared)"
-        )
-    if extra == "dvw-shared":
-        overrides = {"dvw_network": "shared", **overrides}
-    return DQNConfig(munchausen=base == "mdqn", dvw=extra.startswith("dvw"), **overrides)
+    """The official defaults for ``algorithm`` (a name of :data:`ALGORITHMS`), with overrides."""
+    return DQNConfig(algorithm=get_algorithm(algorithm).name, **overrides)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=("stacked",), meta_fields=("names",))
+@dataclasses.dataclass(frozen=True)
+class NetworkStack:
+    """Parameters of same-architecture networks stacked on a leading axis, addressed by name.
+
+    One ``vmap``-ed pass runs every member (XLA:CPU cost at batch 32 is mostly per-operation
+    overhead, so this keeps DVW's extra networks cheap); ``stack["target"]`` is one member.
+    """
+
+    names: tuple[str, ...]
+    stacked: Any
+
+    @classmethod
+    def of(cls, **members) -> NetworkStack:
+        return cls(tuple(members), jax.tree.map(lambda *xs: jnp.stack(xs), *members.values()))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def __getitem__(self, name: str):
+        i = self.names.index(name)
+        return jax.tree.map(lambda x: x[i], self.stacked)
+
+    def select(self, *names: str) -> NetworkStack:
+        """The members ``names`` that are present, in this order, as a smaller stack."""
+        names = tuple(n for n in names if n in self.names)
+        idx = [self.names.index(n) for n in names]
+        if idx == list(range(idx[0], idx[0] + len(idx))):  # contiguous: a slice, no gather
+            take = lambda x: x[idx[0]:idx[0] + len(idx)]  # noqa: E731
+        else:
+            take = lambda x: x[jnp.asarray(idx)]  # noqa: E731
+        return NetworkStack(names, jax.tree.map(take, self.stacked))
 
 
 class Params(NamedTuple):
-    trained: Any  # stacked [T]: Q (and the variance network with DVW)
-    frozen: Any  # stacked [F]: target (and previous target, frozen variance network with DVW)
+    trained: NetworkStack  # "q" and, with a separate DVW variance network, "variance"
+    frozen: NetworkStack  # "target"; with DVW "previous_target"; with a separate variance network "frozen_variance"
     log_scale: jax.Array  # DVW's log eta (a scalar; unused without DVW)
 
 
@@ -255,7 +346,15 @@ def _stacked_learning_rates(rates: jax.Array) -> optax.GradientTransformation:
 
 
 def _take(values: jax.Array, actions: jax.Array) -> jax.Array:
+    """``values[i, actions[i]]`` for each row ``i``."""
     return jnp.take_along_axis(values, actions[:, None], axis=-1)[:, 0]
+
+
+def epsilon_greedy(q: jax.Array, explore_key: jax.Array, action_key: jax.Array, epsilon) -> jax.Array:
+    """``argmax_a q`` (over the last axis), replaced by a uniform action with probability ``epsilon``."""
+    greedy = jnp.argmax(q, axis=-1)
+    random_action = jax.random.randint(action_key, greedy.shape, 0, q.shape[-1])
+    return jnp.where(jax.random.uniform(explore_key, greedy.shape) < epsilon, random_action, greedy)
 
 
 class DQNAgent:
@@ -263,37 +362,35 @@ class DQNAgent:
 
     Args:
       config: hyperparameters.
-      env: an environment with ``reset(key)``, ``step(key, state, action)`` (returning
-        :class:`envs.minatar.StepResult`), ``num_actions`` and ``obs_shape``; defaults to the
-        MinAtar game and protocol of the config.
+      env: an :class:`envs.base.Environment` built by the caller (e.g. ``envs.minatar.make``).
       network: a ``hk.Transformed`` Q-network; defaults to the MinAtar conv network.
+      env_params: the environment's parameters (default: ``env.default_params``).
     """
 
-    def __init__(self, config: DQNConfig, env=None, network=None):
-        if env is None:
-            from envs.minatar import make
-
-            env = make(config.game, config.protocol)
+    def __init__(self, config: DQNConfig, env: Environment, network=None, env_params=None):
+        if not isinstance(config, DQNConfig):
+            raise ValueError(f"config must be a DQNConfig, got {type(config).__name__}")
+        if not isinstance(env, Environment):
+            raise ValueError(f"env must be an envs.base.Environment, got {type(env).__name__}")
         self.config = config
         self.env = env
+        self.env_params = env.default_params if env_params is None else env_params
         self.num_actions = env.num_actions
-        self.shared_variance = config.dvw and config.dvw_network == "shared"
         self.network = network or networks.minatar_q_network(
-            env.num_actions, config.hidden, config.conv_features, variance_head=self.shared_variance
+            env.num_actions, config.hidden, config.conv_features, variance_head=config.shared_variance
         )
-        self.separate_variance = config.dvw and not self.shared_variance
         # A network handed in must match the config: the shared variance head doubles the output.
         dummy = jnp.zeros((1, *env.obs_shape), jnp.float32)
         params_shape = jax.eval_shape(self.network.init, jax.random.key(0), dummy)
         width = jax.eval_shape(self.network.apply, params_shape, dummy).shape[-1]
-        expected = 2 * self.num_actions if self.shared_variance else self.num_actions
+        expected = 2 * self.num_actions if config.shared_variance else self.num_actions
         if width != expected:
             raise ValueError(
                 f"the network outputs {width} values per state; {config.algorithm} needs {expected} "
-                f"({'Q-values and log-variances' if self.shared_variance else 'one Q-value per action'})"
+                f"({'Q-values and log-variances' if config.shared_variance else 'one Q-value per action'})"
             )
         # The shared variance head trains with the Q-network's step size.
-        rates = [config.learning_rate] + ([config.variance_learning_rate] if self.separate_variance else [])
+        rates = [config.learning_rate] + ([config.variance_learning_rate] if config.separate_variance else [])
         self.optimizer = optax.chain(
             optax.scale_by_adam(eps=config.adam_eps), _stacked_learning_rates(jnp.asarray(rates, jnp.float32))
         )
@@ -304,12 +401,12 @@ class DQNAgent:
             self.temperature, self.munchausen_alpha = 0.0, 0.0
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _apply_stacked(self, stacked_params, obs):
-        return jax.vmap(self.network.apply, in_axes=(0, None))(stacked_params, obs)
+    def _apply_stacked(self, stack: NetworkStack, obs):
+        return jax.vmap(self.network.apply, in_axes=(0, None))(stack.stacked, obs)
 
     def q_values(self, params: Params, obs: jax.Array) -> jax.Array:
         """Online Q-values ``[B, A]``."""
-        return self.network.apply(jax.tree.map(lambda x: x[0], params.trained), obs)[..., : self.num_actions]
+        return self.network.apply(params.trained["q"], obs)[..., : self.num_actions]
 
     def epsilon(self, step):
         c = self.config
@@ -330,19 +427,15 @@ class DQNAgent:
         key, q_key, var_key, env_key = jax.random.split(key, 4)
         dummy = jnp.zeros((1, *self.env.obs_shape), jnp.float32)
         q_params = self.network.init(q_key, dummy)
-        members = [q_params]
-        frozen = [q_params]
+        trained, frozen = {"q": q_params}, {"target": q_params}
         if c.dvw:
-            frozen.append(q_params)  # previous target
-        if self.separate_variance:
-            var_params = self.network.init(var_key, dummy)
-            members.append(var_params)
-            frozen.append(var_params)  # frozen variance network
-        stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
-        trained = stack(members)
+            frozen["previous_target"] = q_params
+        if c.separate_variance:
+            trained["variance"] = frozen["frozen_variance"] = self.network.init(var_key, dummy)
+        trained = NetworkStack.of(**trained)
         log_scale = jnp.asarray(c.scale_init, jnp.float32)
-        params = Params(trained=trained, frozen=stack(frozen), log_scale=log_scale)
-        obs, env_state = self.env.reset(env_key)
+        params = Params(trained=trained, frozen=NetworkStack.of(**frozen), log_scale=log_scale)
+        obs, env_state = self.env.reset(env_key, self.env_params)
         return TrainState(
             params=params,
             opt_state=self.optimizer.init(trained),
@@ -355,18 +448,13 @@ class DQNAgent:
             updates=jnp.zeros((), jnp.int32),
         )
 
-    def _act(self, params, obs, key, epsilon):
-        explore_key, action_key = jax.random.split(key)
-        greedy = jnp.argmax(self.q_values(params, obs[None])[0])
-        random_action = jax.random.randint(action_key, (), 0, self.num_actions)
-        return jnp.where(jax.random.uniform(explore_key) < epsilon, random_action, greedy)
-
     def env_step(self, state: TrainState, key: jax.Array):
         """One epsilon-greedy environment step, stored in the replay buffer."""
         act_key, env_key = jax.random.split(key)
         epsilon = self.epsilon(state.step)
-        action = self._act(state.params, state.obs, act_key, epsilon)
-        out = self.env.step(env_key, state.env_state, action)
+        explore_key, action_key = jax.random.split(act_key)
+        action = epsilon_greedy(self.q_values(state.params, state.obs[None])[0], explore_key, action_key, epsilon)
+        out = self.env.step(env_key, state.env_state, action, self.env_params)
         replay = replay_add(state.replay, state.obs, action, out.reward, out.final_obs, out.terminated)
         done = out.terminated | out.truncated
         state = state._replace(replay=replay, env_state=out.state, obs=out.obs, step=state.step + 1)
@@ -390,27 +478,25 @@ class DQNAgent:
         return state
 
     def update(self, state: TrainState, key: jax.Array) -> tuple[TrainState, StepStats]:
-        """One gradient update on a uniform minibatch (and a target refresh when due)."""
+        """One gradient update on a uniform minibatch (targets are refreshed by :meth:`train_period`)."""
         c = self.config
         params = state.params
         batch: Batch = replay_sample(state.replay, key, c.batch_size)
         batch = batch._replace(obs=batch.obs.astype(jnp.float32), next_obs=batch.next_obs.astype(jnp.float32))
-        B = c.batch_size
-        discount = c.gamma * (1.0 - batch.terminated.astype(jnp.float32))
+        B, A = c.batch_size, self.num_actions
+        discount = c.discount * (1.0 - batch.terminated.astype(jnp.float32))
         # The target networks (current, and previous with DVW) see [s; s'] in one pass; the
         # frozen variance network only s.
-        A = self.num_actions
-        targets = jax.tree.map(lambda x: x[:2], params.frozen)
-        frozen_out = self._apply_stacked(targets, jnp.concatenate([batch.obs, batch.next_obs]))
-        target_tm1, target_t = frozen_out[0, :B, :A], frozen_out[0, B:, :A]
+        targets = params.frozen.select("target", "previous_target")
+        target_out = dict(zip(targets.names, self._apply_stacked(targets, jnp.concatenate([batch.obs, batch.next_obs]))))
+        target_tm1, target_t = target_out["target"][:B, :A], target_out["target"][B:, :A]
         log_scale, scale_opt_state = params.log_scale, state.scale_opt_state
         if c.dvw:
-            prev_tm1, prev_t = frozen_out[1, :B, :A], frozen_out[1, B:, :A]
-            if self.shared_variance:  # the target network's variance head is the frozen copy
-                frozen_log_variance = frozen_out[0, :B, A:]
+            prev_tm1, prev_t = target_out["previous_target"][:B, :A], target_out["previous_target"][B:, :A]
+            if c.shared_variance:  # the target network's variance head is the frozen copy
+                frozen_log_variance = target_out["target"][:B, A:]
             else:
-                variance_params = jax.tree.map(lambda x: x[2], params.frozen)
-                frozen_log_variance = self.network.apply(variance_params, batch.obs)
+                frozen_log_variance = self.network.apply(params.frozen["frozen_variance"], batch.obs)
             variance_frozen = jnp.exp(_take(frozen_log_variance, batch.action)) + c.variance_epsilon
             variance_target = self._td(target_tm1, batch, discount, prev_tm1, prev_t) ** 2
             scale_grad = jax.grad(scale_loss)(log_scale, variance_frozen)
@@ -421,13 +507,13 @@ class DQNAgent:
             weights = jnp.ones((B,), jnp.float32)
             variance_target = None
 
-        def loss_fn(trained):
-            out = self._apply_stacked(trained, batch.obs)
-            q_tm1 = out[0, :, :A]
+        def loss_fn(trained: NetworkStack):
+            out = dict(zip(trained.names, self._apply_stacked(trained, batch.obs)))
+            q_tm1 = out["q"][:, :A]
             td = self._td(q_tm1, batch, discount, target_tm1, target_t)
             q_loss = jnp.mean(weights * rlax.l2_loss(td))
             if c.dvw:
-                log_variance = out[0, :, A:] if self.shared_variance else out[1]
+                log_variance = out["q"][:, A:] if c.shared_variance else out["variance"]
                 predicted = jnp.exp(_take(log_variance, batch.action)) + c.variance_epsilon
                 variance_loss = jnp.mean(rlax.huber_loss(variance_target - predicted, 1.0))
             else:
@@ -450,13 +536,12 @@ class DQNAgent:
 
     def refresh_targets(self, params: Params) -> Params:
         """Target refresh: frozen variance <- variance, previous target <- target, target <- Q."""
-        pick = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
-        members = [pick(params.trained, 0)]
+        frozen = {"target": params.trained["q"]}
         if self.config.dvw:
-            members.append(pick(params.frozen, 0))
-        if self.separate_variance:
-            members.append(pick(params.trained, 1))
-        return params._replace(frozen=jax.tree.map(lambda *xs: jnp.stack(xs), *members))
+            frozen["previous_target"] = params.frozen["target"]
+        if self.config.separate_variance:
+            frozen["frozen_variance"] = params.trained["variance"]
+        return params._replace(frozen=NetworkStack.of(**frozen))
 
     def train_step(self, state: TrainState, _=None) -> tuple[TrainState, StepStats]:
         """``train_frequency`` environment steps, then exactly one update."""
@@ -491,14 +576,14 @@ class DQNAgent:
     def evaluate(self, params: Params, key: jax.Array, max_steps: int | None = None):
         """Returns and lengths of ``eval_episodes`` episodes run in parallel (vmapped envs).
 
-        Each environment plays until its first episode ends (or ``max_steps``); actions are
-        greedy with probability ``1 - eval_epsilon``.
+        Each environment plays until its first episode ends (or ``max_steps``, by default the
+        environment's episode bound); actions are greedy with probability ``1 - eval_epsilon``.
         """
         c = self.config
         if max_steps is None:
-            max_steps = int(getattr(getattr(self.env, "params", None), "max_steps_in_episode", 10_000))
+            max_steps = self.env.max_episode_steps(self.env_params)
         reset_keys = jax.random.split(jax.random.fold_in(key, 0), c.eval_episodes)
-        obs, env_states = jax.vmap(self.env.reset)(reset_keys)
+        obs, env_states = jax.vmap(self.env.reset, in_axes=(0, None))(reset_keys, self.env_params)
         zeros = jnp.zeros((c.eval_episodes,))
 
         def cond(carry):
@@ -509,11 +594,10 @@ class DQNAgent:
             t, obs, env_states, done, returns, lengths = carry
             step_key = jax.random.fold_in(key, t + 1)
             k_explore, k_action, k_env = jax.random.split(step_key, 3)
-            greedy = jnp.argmax(self.q_values(params, obs), axis=-1)
-            random_actions = jax.random.randint(k_action, greedy.shape, 0, self.num_actions)
-            explore = jax.random.uniform(k_explore, greedy.shape) < c.eval_epsilon
-            actions = jnp.where(explore, random_actions, greedy)
-            out = jax.vmap(self.env.step)(jax.random.split(k_env, c.eval_episodes), env_states, actions)
+            actions = epsilon_greedy(self.q_values(params, obs), k_explore, k_action, c.eval_epsilon)
+            out = jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k_env, c.eval_episodes), env_states, actions, self.env_params
+            )
             ended = out.terminated | out.truncated
             returns = jnp.where(done, returns, out.episode_return)
             lengths = jnp.where(done, lengths, out.episode_length)
@@ -525,8 +609,8 @@ class DQNAgent:
         return returns, lengths, done
 
 
-def make_train(config: DQNConfig, env=None, network=None, num_chunks: int = 10):
-    """``train(key) -> (final TrainState, per-chunk StepStats, per-chunk eval returns)``.
+def make_train(config: DQNConfig, env: Environment, network=None, num_chunks: int = 10, env_params=None):
+    """``train(key) -> (final TrainState, per-chunk StepStats, per-chunk eval returns)`` on ``env``.
 
     Jittable end to end and ``vmap``-able over keys (seeds): ``jax.jit(jax.vmap(train))(keys)``.
     Every random draw derives from ``key`` and keeps its implementation; on CPU, keys made with
@@ -536,7 +620,7 @@ def make_train(config: DQNConfig, env=None, network=None, num_chunks: int = 10):
     evaluation; the CLI runs the same pieces chunk by chunk from Python instead (progress bars,
     checkpoints).
     """
-    agent = DQNAgent(config, env, network)
+    agent = DQNAgent(config, env, network, env_params)
     if config.num_periods % num_chunks:
         raise ValueError(f"{config.num_periods} target periods do not split into {num_chunks} equal chunks")
     per_chunk = config.num_periods // num_chunks

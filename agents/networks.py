@@ -44,6 +44,16 @@ class Im2ColConv(hk.Module):
         return patches @ w.reshape(fan_in, self.features) + b
 
 
+def _q_heads(torso: jax.Array, num_actions: int, variance_head: bool) -> jax.Array:
+    """Q-values ``[B, A]`` from a torso; with ``variance_head`` also log-variances read through a
+    stop-gradient (fitting them never moves the Q-values' features): ``[B, 2A]``."""
+    q = hk.Linear(num_actions, name="head")(torso)
+    if not variance_head:
+        return q
+    log_variance = hk.Linear(num_actions, name="variance_head")(jax.lax.stop_gradient(torso))
+    return jnp.concatenate([q, log_variance], axis=-1)
+
+
 def minatar_q_network(
     num_actions: int, hidden: int = 128, conv_features: int = 16, variance_head: bool = False
 ) -> hk.Transformed:
@@ -60,11 +70,7 @@ def minatar_q_network(
         x = jax.nn.relu(Im2ColConv(conv_features, 3, name="conv")(obs))
         x = x.reshape(x.shape[0], -1)
         torso = jax.nn.relu(hk.Linear(hidden, name="hidden")(x))
-        q = hk.Linear(num_actions, name="head")(torso)
-        if not variance_head:
-            return q
-        log_variance = hk.Linear(num_actions, name="variance_head")(jax.lax.stop_gradient(torso))
-        return jnp.concatenate([q, log_variance], axis=-1)
+        return _q_heads(torso, num_actions, variance_head)
 
     return hk.without_apply_rng(hk.transform(forward))
 
@@ -79,10 +85,6 @@ def mlp_q_network(num_actions: int, hidden: tuple[int, ...] = (64, 64), variance
         x = obs.reshape(obs.shape[0], -1)
         for i, width in enumerate(hidden):
             x = jax.nn.relu(hk.Linear(width, name=f"hidden_{i}")(x))
-        q = hk.Linear(num_actions, name="head")(x)
-        if not variance_head:
-            return q
-        log_variance = hk.Linear(num_actions, name="variance_head")(jax.lax.stop_gradient(x))
-        return jnp.concatenate([q, log_variance], axis=-1)
+        return _q_heads(x, num_actions, variance_head)
 
     return hk.without_apply_rng(hk.transform(forward))

@@ -20,10 +20,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agents import dqn  # noqa: E402
+from agents.dqn import DQNConfig  # noqa: E402
 from benchmarks.common import record, write  # noqa: E402
 from experiments.minatar import MinAtarConfig, Runner  # noqa: E402
 
-ALGORITHMS = (("dqn", False), ("dqn", True), ("mdqn", False), ("mdqn", True))
+ALGORITHMS = tuple(name for name in dqn.ALGORITHMS if not name.endswith("-shared"))  # the four of the paper
 
 
 def main(argv=None):
@@ -33,21 +35,21 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=7.5)
     parser.add_argument("--chunk-steps", type=int, default=25_000)
     parser.add_argument("--eval-episodes", type=int, default=32)
-    parser.add_argument("--algorithms", nargs="*", default=[a + ("+dvw" if d else "") for a, d in ALGORITHMS],
+    parser.add_argument("--algorithms", nargs="*", default=list(ALGORITHMS),
                         help="subset of dqn, dqn+dvw, mdqn, mdqn+dvw")
     parser.add_argument("--name", default="gpu_minatar", help="results file name")
     args = parser.parse_args(argv)
-    chosen = [(a, d) for a, d in ALGORITHMS if a + ("+dvw" if d else "") in args.algorithms]
+    chosen = [a for a in ALGORITHMS if a in args.algorithms]
     import jax
 
     device = str(jax.devices()[0])
     print(f"device: {device}; backend {jax.default_backend()}", flush=True)
     budget = args.minutes * 60 / len(chosen)
     records, table = [], []
-    for algo, dvw in chosen:
+    for algo in chosen:
         started = time.perf_counter()
-        config = MinAtarConfig(game=args.game, algo=algo, dvw=dvw, seeds=args.seeds, steps=10_000_000,
-                               eval_every=args.chunk_steps, eval_episodes=args.eval_episodes,
+        config = MinAtarConfig(game=args.game, algo=algo, seeds=args.seeds, steps=10_000_000,
+                               eval_every=args.chunk_steps, agent=DQNConfig(eval_episodes=args.eval_episodes),
                                checkpoint_every=0, progress=False)
         runner = Runner(config)
         state = runner.initial_state()

@@ -4,7 +4,8 @@ Steps per second after learning starts (compile excluded) for DQN, DQN+DVW, M-DQ
 M-DQN+DVW, with 1 seed and with 8 vmapped seeds, official hyperparameters (batch 32, buffer
 1e5, one update per 4 steps, paper protocol). Variants are timed round-robin, median of
 ``--repeats``. Targets (issue 4): M-DQN+DVW at 1 seed >= 5x the official implementation's
-figure (684 SPS in ../shared/reference/peer-throughput.md, same kind of machine; pass
+figure (684 SPS: the official DVW MinAtar code of Kitamura et al. 2023, ``cleanrl/dqn_minatar.py``,
+measured after learning starts on a 2-core CPU of this kind, 1 torch thread, median of 3; pass
 ``--peer-sps`` to use a figure re-measured in the same session); 8 seeds >= 2x 1 seed in
 aggregate; DVW costs <= 1.3x plain M-DQN. Also times the lab's ring buffer against flashbax.
 
@@ -27,14 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents.dqn import DQNAgent, config_for  # noqa: E402
 from agents.replay import replay_add, replay_init, replay_sample  # noqa: E402
 from benchmarks.common import record, write  # noqa: E402
+from envs.minatar import make  # noqa: E402
 
 VARIANTS = ("dqn", "dqn+dvw", "mdqn", "mdqn+dvw", "mdqn+dvw-shared")
-OFFICIAL_MDQN_DVW_SPS = 684.0  # peer-throughput.md, section 1 (OMP_NUM_THREADS=1, median of 3)
+OFFICIAL_MDQN_DVW_SPS = 684.0  # official DVW code, VW-M-DQN on Breakout, OMP_NUM_THREADS=1, median of 3
 
 
 def _trainer(algorithm: str, seeds: int, periods: int, game: str):
-    config = config_for(algorithm, game=game, learning_starts=1_000)
-    agent = DQNAgent(config)
+    config = config_for(algorithm, learning_starts=1_000)
+    agent = DQNAgent(config, make(game))
     keys = jax.random.split(jax.random.key(0, impl="philox2x32"), seeds)  # as the CLI
     state = jax.jit(jax.vmap(lambda k: agent.warmup(agent.init(k))))(keys)
     chunk = jax.jit(jax.vmap(lambda s: agent.train_chunk(s, periods))).lower(state).compile()
@@ -101,7 +103,7 @@ def main(argv=None):
     parser.add_argument("--periods", type=int, default=6, help="target periods (1000 steps) per timed chunk")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peer-sps", type=float, default=OFFICIAL_MDQN_DVW_SPS,
-                        help="the official code's M-DQN+DVW figure from the reference notes")
+                        help="the official code's M-DQN+DVW figure measured on this kind of machine")
     parser.add_argument("--peer-sps-session", type=float, nargs="*", default=[],
                         help="the official code's M-DQN+DVW figure(s) re-measured in this session "
                              "(e.g. with 1 and with 2 torch threads)")

@@ -3,14 +3,19 @@
 A run trains ``seeds`` vmapped seeds of one algorithm on one game, in chunks of
 ``eval_every`` environment steps. Between chunks (on concrete arrays): greedy evaluation over
 ``eval_episodes`` vmapped episodes per seed, metrics, the progress bar, and an orbax
-checkpoint. ``--resume`` continues a killed run from its last checkpoint and ends with exactly
-the metrics of an uninterrupted run (CPU; every random draw is a function of the saved state).
+checkpoint. ``--resume`` continues a killed run from its newest complete checkpoint and ends
+with exactly the metrics of an uninterrupted run (CPU; every random draw is a function of the
+saved state). The saved ``config.json`` is the run's identity: a resume with any setting that
+changes the computation is refused with the list of differences (only
+:data:`MUTABLE_ON_RESUME` may change).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -19,41 +24,48 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from agents.dqn import DQNAgent, DQNConfig
-from experiments.checkpoint import Checkpointer
-from experiments.plotting import plot_lines
-from experiments.results import RunDir, format_table, write_json, write_tidy_csv
+from agents.dqn import ALGORITHMS, AlgorithmName, DQNAgent, DQNConfig, get_algorithm
+from envs.minatar import GAMES, PROTOCOLS, make
+from experiments import stats
+from experiments.checkpoint import Checkpointer, pause_point
+from experiments.plotting import figure, plot_lines
+from experiments.results import (
+    RunDir,
+    RunExistsError,
+    atomic_path,
+    check_output_folder,
+    flat_config,
+    format_table,
+    write_json,
+    write_tidy_csv,
+)
 
 CHUNK_METRICS = ("loss", "q_taken", "variance_loss", "weight_mean", "weight_min", "weight_max", "scale", "epsilon")
-ALGORITHM_ORDER = ("dqn", "dqn+dvw", "dqn+dvw-shared", "mdqn", "mdqn+dvw", "mdqn+dvw-shared")
+MUTABLE_ON_RESUME = ("cli.resume", "cli.progress", "cli.overwrite", "cli.checkpoint_every", "cli.out")
+"""Config fields a resume may change: none of them changes what is computed."""
+SEED_FIELDS = ("cli.seed", "cli.seeds", "cli.prng")
+"""Config fields that choose seeds; a report pools runs that differ only in these."""
+MAX_STEPS = 2**31 - 1
+"""The agent counts environment steps in int32."""
 
 
 @dataclasses.dataclass(frozen=True)
 class MinAtarConfig:
     """Train DQN / M-DQN (optionally with DVW) on a MinAtar game, many seeds at once."""
 
-    game: Literal["asterix", "breakout", "freeway", "seaquest", "space_invaders"] = "breakout"
-    algo: Literal["dqn", "mdqn"] = "mdqn"
-    """Base algorithm."""
-    dvw: bool = False
-    """Add Deep Variance Weighting."""
-    dvw_network: Literal["separate", "shared"] = "separate"
-    """DVW's variance estimator: a separate network (official) or a head on the Q torso (cheaper)."""
+    game: Literal[GAMES] = "breakout"  # type: ignore[valid-type]
+    algo: AlgorithmName = "mdqn"
+    """Algorithm: dqn or mdqn, optionally +dvw (official separate variance network) or +dvw-shared."""
     seeds: int = 4
     """Independent seeds, vmapped in one program."""
     steps: float = 1e6
     """Environment steps per seed (accepts 2e6)."""
-    protocol: Literal["paper", "gymnax"] = "paper"
+    protocol: Literal[tuple(PROTOCOLS)] = "paper"  # type: ignore[valid-type]
     """paper: original MinAtar (sticky 0.1, 6 actions, 10k cap); gymnax: gymnax-native."""
     eval_every: int = 100_000
-    """Environment steps between evaluations (a multiple of target_period)."""
-    eval_episodes: int = 32
-    """Greedy evaluation episodes per seed."""
-    learning_starts: int = 10_000
-    buffer_size: int = 100_000
-    target_period: int = 1_000
-    exploration_fraction: float = 0.1
-    learning_rate: float = 2.5e-4
+    """Environment steps between evaluations (a multiple of --agent.target-period)."""
+    agent: DQNConfig = dataclasses.field(default_factory=DQNConfig)
+    """The agent's hyperparameters (its algorithm and total steps come from --algo and --steps)."""
     seed: int = 0
     """Master seed."""
     prng: Literal["philox2x32", "threefry2x32"] = "philox2x32"
@@ -63,49 +75,56 @@ class MinAtarConfig:
     out: Path | None = None
     """Run folder (default results/minatar/<game>-<algorithm>-<protocol>)."""
     resume: bool = False
-    """Continue from the run folder's last checkpoint."""
+    """Continue from the run folder's newest complete checkpoint."""
     checkpoint_every: int = 1
     """Chunks between checkpoints (0: never)."""
     overwrite: bool = False
     """Replace the run already in the run folder (otherwise such a folder is refused)."""
     progress: bool = True
 
+    def __post_init__(self):
+        get_algorithm(self.algo)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        steps = self.steps
+        if not (isinstance(steps, (int, float)) and math.isfinite(steps) and float(steps).is_integer()
+                and 1 <= steps <= MAX_STEPS):
+            raise ValueError(f"steps must be a whole number in [1, {MAX_STEPS}] (an int32 count), got {steps}")
+        defaults = DQNConfig()
+        for field, flag, value in (("algorithm", "--algo", self.algo), ("total_steps", "--steps", int(steps))):
+            if getattr(self.agent, field) not in (getattr(defaults, field), value):
+                raise ValueError(f"agent.{field} is set by {flag}; leave --agent.{field.replace('_', '-')} alone")
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        agent = self.agent_config()
+        period = agent.target_period
+        if not isinstance(self.eval_every, int) or self.eval_every < period or self.eval_every % period:
+            raise ValueError(f"eval_every ({self.eval_every}) must be a positive multiple of target_period ({period})")
+        if agent.num_periods < 1:
+            raise ValueError(
+                f"steps ({agent.total_steps}) must exceed learning_starts ({agent.learning_starts}) "
+                f"by at least one target period ({period})"
+            )
+        if self.resume and not self.checkpoint_every:
+            raise ValueError("--resume needs checkpoints: set --checkpoint-every to 1 or more")
+
     @property
     def algorithm(self) -> str:
-        return self.agent_config().algorithm
+        return self.algo
 
     def run_dir(self) -> Path:
         if self.out is not None:
             return Path(self.out)
-        return Path("results/minatar") / f"{self.game}-{self.algorithm.replace('+', '-')}-{self.protocol}"
+        return Path("results/minatar") / f"{self.game}-{get_algorithm(self.algo).slug}-{self.protocol}"
 
     def agent_config(self) -> DQNConfig:
-        steps = self.steps
-        if not (math.isfinite(steps) and steps >= 1 and float(steps).is_integer()):
-            raise ValueError(f"steps must be a whole number >= 1, got {steps}")
-        return DQNConfig(
-            game=self.game, protocol=self.protocol, total_steps=int(steps), munchausen=self.algo == "mdqn",
-            dvw=self.dvw, dvw_network=self.dvw_network, eval_episodes=self.eval_episodes,
-            learning_starts=self.learning_starts,
-            buffer_size=self.buffer_size, target_period=self.target_period,
-            exploration_fraction=self.exploration_fraction, learning_rate=self.learning_rate,
-        )
+        """The agent's config: ``agent`` with the algorithm and step count of this run."""
+        return dataclasses.replace(self.agent, algorithm=self.algo, total_steps=int(self.steps))
 
 
-def _validate(config: MinAtarConfig, agent_config: DQNConfig) -> None:
-    if config.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {config.seeds}")
-    if config.eval_every < agent_config.target_period or config.eval_every % agent_config.target_period:
-        raise ValueError(
-            f"eval_every ({config.eval_every}) must be a positive multiple of target_period ({agent_config.target_period})"
-        )
-    if agent_config.num_periods < 1:
-        raise ValueError(
-            f"steps ({agent_config.total_steps}) must exceed learning_starts ({agent_config.learning_starts}) "
-            f"by at least one target period ({agent_config.target_period})"
-        )
-    if config.checkpoint_every < 0:
-        raise ValueError("checkpoint_every must be >= 0")
+def num_chunks(agent_config: DQNConfig, eval_every: int) -> int:
+    per_chunk = eval_every // agent_config.target_period
+    return -(-agent_config.num_periods // per_chunk)
 
 
 def chunk_plan(agent_config: DQNConfig, eval_every: int) -> list[int]:
@@ -118,14 +137,59 @@ def chunk_plan(agent_config: DQNConfig, eval_every: int) -> list[int]:
     return plan
 
 
+def available_memory() -> tuple[int, str]:
+    """Bytes the run may use: the accelerator's memory limit, or the host's available memory."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+        if limit:
+            return int(limit), f"{device.device_kind} memory"
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available host memory"
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host memory"
+
+
+# A tidy metrics row held in Python (and in each checkpoint's JSON record), in bytes: generous.
+ROW_BYTES = 400
+
+
+def check_memory(config: MinAtarConfig, agent: DQNAgent) -> int:
+    """Refuse, before anything is allocated, a run whose state would not fit in memory.
+
+    The training state of every seed (replay buffer, networks, optimiser) is measured from its
+    abstract shapes and counted twice (XLA keeps the input and the output of a chunk); the
+    metrics rows grow with the number of chunks. Returns the estimate in bytes.
+    """
+    state = jax.eval_shape(agent.init, jax.random.key(0, impl=config.prng))
+    per_seed = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+    chunks = num_chunks(agent.config, config.eval_every)
+    rows = chunks * (config.seeds * (len(CHUNK_METRICS) + 4) + 1)
+    needed = 2 * config.seeds * per_seed + rows * ROW_BYTES
+    have, what = available_memory()
+    if needed > have:
+        gib = 2**30
+        raise ValueError(
+            f"the run needs about {needed / gib:.3g} GiB ({config.seeds} seeds x {2 * per_seed / gib:.3g} GiB of "
+            f"training state, {rows} metrics rows over {chunks} chunks), more than the {have / gib:.3g} GiB of "
+            f"{what}; lower --seeds, --agent.buffer-size or --steps, or raise --eval-every"
+        )
+    return needed
+
+
 class Runner:
     """The chunked training loop of one run (all seeds vmapped)."""
 
     def __init__(self, config: MinAtarConfig):
         self.config = config
         self.agent_config = config.agent_config()
-        _validate(config, self.agent_config)
-        self.agent = DQNAgent(self.agent_config)
+        self.env = make(config.game, config.protocol)
+        self.agent = DQNAgent(self.agent_config, self.env)
+        check_memory(config, self.agent)
         self.plan = chunk_plan(self.agent_config, config.eval_every)
         agent = self.agent
         self._init = jax.jit(jax.vmap(lambda k: agent.warmup(agent.init(k))))
@@ -149,14 +213,14 @@ class Runner:
         if periods not in self._compiled:  # compile outside the timed region
             self._compiled[periods] = self._chunk.lower(state, periods).compile()
         started = time.perf_counter()
-        state, stats = self._compiled[periods](state)
+        state, chunk_stats = self._compiled[periods](state)
         jax.block_until_ready(state.step)
         seconds = time.perf_counter() - started
         chunk_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, index)
         returns, lengths, finished = self._evaluate(state.params, chunk_keys)
         step = int(np.asarray(state.step)[0])
         rows = []
-        algorithm = self.config.algorithm
+        algorithm = self.config.algo
         returns, lengths = np.asarray(returns), np.asarray(lengths)
         for seed in range(self.config.seeds):
             def add(metric, value, seed=seed):
@@ -165,45 +229,67 @@ class Runner:
             add("eval_return", returns[seed].mean())
             add("eval_length", lengths[seed].mean())
             add("eval_finished", np.asarray(finished)[seed].mean())
-            episodes = int(np.asarray(stats.episodes)[seed])
+            episodes = int(np.asarray(chunk_stats.episodes)[seed])
             if episodes:
-                add("train_return", float(np.asarray(stats.episode_return_sum)[seed]) / episodes)
+                add("train_return", float(np.asarray(chunk_stats.episode_return_sum)[seed]) / episodes)
             for name in CHUNK_METRICS:
-                add(name, np.asarray(getattr(stats, name))[seed])
+                add(name, np.asarray(getattr(chunk_stats, name))[seed])
         steps_done = self.plan[index] * self.agent_config.target_period * self.config.seeds
         rows.append({"variant": algorithm, "seed": -1, "step": step, "metric": "sps_aggregate", "value": steps_done / seconds})
         return state, rows
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _write_metrics(path: Path, rows: list[dict], chunk: int) -> None:
+    """``metrics.csv``, atomically; the pause point lies between the write and the rename."""
+    with atomic_path(path) as tmp:
+        write_tidy_csv(tmp, rows)
+        pause_point("metrics-write", chunk)
+
+
+def _resume_point(config: MinAtarConfig, runner: Runner, checkpointer: Checkpointer, state):
+    """``(state, next chunk, rows)`` from the newest complete checkpoint, or the start, saying which."""
+    restored = checkpointer.restore_latest(state, say=_say)
+    if restored is None:
+        _say(f"{config.run_dir()} has no complete checkpoint; starting it from the beginning")
+        return state, 0, []
+    _, state, extra = restored
+    print(f"resuming {config.run_dir()} at chunk {extra['next_chunk']}/{len(runner.plan)}")
+    return state, extra["next_chunk"], extra["rows"]
 
 
 def run(config: MinAtarConfig) -> dict:
     runner = Runner(config)
     run_dir = config.run_dir()
     agent_config = runner.agent_config
-    if config.resume and not config.checkpoint_every:
-        raise ValueError("--resume needs checkpoints: set --checkpoint-every to 1 or more")
-    payload = {"cli": config, "agent": agent_config, "protocol": runner.agent.env.describe(), "chunks": runner.plan}
-    RunDir(run_dir, payload, overwrite=config.overwrite, resume=config.resume,
-           mutable=("cli.resume", "cli.progress", "cli.overwrite", "cli.checkpoint_every"))
+    payload = {"cli": config, "agent": agent_config, "protocol": runner.env.describe(), "chunks": runner.plan}
+    try:
+        RunDir(run_dir, payload, overwrite=config.overwrite, resume=config.resume, mutable=MUTABLE_ON_RESUME)
+    except RunExistsError as error:
+        if (run_dir / "checkpoints").exists():
+            raise RunExistsError(f"{error}; or pass --resume to continue it") from None
+        raise
     checkpointer = Checkpointer(run_dir / "checkpoints") if config.checkpoint_every else None
-    start_chunk, rows = 0, []
-    state = runner.initial_state()
-    if config.resume and checkpointer.latest_step() is not None:
-        state, extra = checkpointer.restore(state)
-        start_chunk, rows = extra["next_chunk"], extra["rows"]
-        print(f"resuming {run_dir} at chunk {start_chunk}/{len(runner.plan)}")
+    state, start_chunk, rows = runner.initial_state(), 0, []
+    if config.resume:
+        state, start_chunk, rows = _resume_point(config, runner, checkpointer, state)
 
     total_steps = sum(runner.plan) * agent_config.target_period + agent_config.learning_starts
     done_steps = sum(runner.plan[:start_chunk]) * agent_config.target_period + agent_config.learning_starts
-    bar = tqdm(total=total_steps, initial=done_steps, unit="step", desc=f"{config.game} {config.algorithm}",
+    bar = tqdm(total=total_steps, initial=done_steps, unit="step", desc=f"{config.game} {config.algo}",
                disable=not config.progress, unit_scale=True)
     for index in range(start_chunk, len(runner.plan)):
         state, chunk_rows = runner.run_chunk(state, index)
+        pause_point("chunk", index + 1)
         rows += chunk_rows
         bar.update(runner.plan[index] * agent_config.target_period)
         latest = {r["metric"]: r["value"] for r in chunk_rows if r["seed"] in (0, -1)}
         bar.set_postfix(eval_return=f"{np.mean([r['value'] for r in chunk_rows if r['metric'] == 'eval_return']):.2f}",
                         sps=f"{latest['sps_aggregate']:.0f}")
-        write_tidy_csv(run_dir / "metrics.csv", rows)
+        _write_metrics(run_dir / "metrics.csv", rows, index + 1)
         if checkpointer is not None and ((index + 1) % config.checkpoint_every == 0 or index + 1 == len(runner.plan)):
             checkpointer.save(index + 1, state, {"next_chunk": index + 1, "rows": rows})
     bar.close()
@@ -226,26 +312,19 @@ def _finish(config: MinAtarConfig, runner: Runner, run_dir: Path, rows: list[dic
                xlabel="environment steps", ylabel="greedy evaluation return")
     summary = {
         "game": config.game,
-        "algorithm": config.algorithm,
-        "protocol": runner.agent.env.describe(),
+        "algorithm": config.algo,
+        "protocol": runner.env.describe(),
         "seeds": config.seeds,
         "final_step": final_step,
         "final_eval_return_mean": float(final.mean()),
         "final_eval_return_per_seed": final.tolist(),
-        "final_eval_return_ci95": _ci95(final),
+        "final_eval_return_ci95": list(stats.interval(final, kind="normal")),
         "sps_aggregate_median": float(np.median(sps)) if len(sps) else None,
     }
     write_json(run_dir / "summary.json", summary)
     print(format_table([{k: summary[k] for k in ("game", "algorithm", "seeds", "final_step", "final_eval_return_mean")}]))
     print(f"results in {run_dir}")
     return summary
-
-
-def _ci95(values: np.ndarray) -> list[float]:
-    if len(values) < 2:
-        return [float(values.mean())] * 2
-    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
-    return [float(values.mean() - half), float(values.mean() + half)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,64 +334,113 @@ def _ci95(values: np.ndarray) -> list[float]:
 
 @dataclasses.dataclass(frozen=True)
 class MinAtarReportConfig:
-    """Plot DQN / DQN+DVW / M-DQN / M-DQN+DVW side by side for any set of finished runs."""
+    """Plot finished MinAtar runs side by side: one curve per configuration, one panel per game."""
 
     runs: tuple[Path, ...] = ()
     """Run folders (each with metrics.csv and config.json); default: every run under --root."""
     root: Path = Path("results/minatar")
     """Where to look for runs when --runs is not given."""
     out: Path = Path("results/minatar-report")
-    """Output folder."""
+    """Output folder (never a run folder)."""
+    overwrite: bool = False
+    """Replace an earlier report in the output folder."""
+
+
+REPORT_FILES = ("eval_returns.csv", "summary.json", "minatar_report.png")
+RUN_FILES = ("config.json", "metrics.csv", "checkpoints")
+
+
+def _load_run(path: Path):
+    """``(flat config, eval_return rows)`` of a finished run, or a ValueError naming the run."""
+    import json
+
+    import pandas as pd
+
+    if not (path / "metrics.csv").exists() or not (path / "config.json").exists():
+        raise ValueError(f"{path} is not a run folder (needs metrics.csv and config.json)")
+    try:
+        meta = json.loads((path / "config.json").read_text())
+        frame = pd.read_csv(path / "metrics.csv")
+    except (ValueError, OSError) as error:  # pandas' EmptyDataError and json's errors are ValueErrors
+        raise ValueError(f"run {path} cannot be read ({type(error).__name__}: {error})") from None
+    if not {"metric", "seed", "step", "value"} <= set(frame.columns):
+        raise ValueError(f"run {path}: metrics.csv lacks the tidy columns (metric, seed, step, value)")
+    frame = frame[frame.metric == "eval_return"].copy()
+    if frame.empty:
+        raise ValueError(f"run {path} has no evaluation rows in metrics.csv (empty or unfinished run)")
+    flat = {k: v for k, v in flat_config(meta).items() if not k.startswith(MUTABLE_ON_RESUME)}
+    return flat, frame
+
+
+def _group_labels(configs: dict[str, dict]) -> dict[str, str]:
+    """A label per group: its algorithm, plus every user setting in which the groups differ."""
+    names = sorted({name for flat in configs.values() for name in flat})
+    differing = [n for n in names if len({repr(flat.get(n)) for flat in configs.values()}) > 1]
+    shown = [n for n in differing if n.startswith("cli.") and n not in ("cli.algo", "cli.game")]
+    if not shown:  # groups that differ only in derived fields: name those
+        shown = [n for n in differing if not n.startswith(("agent.algorithm", "cli.algo", "cli.game"))]
+    labels = {}
+    for key, flat in configs.items():
+        extra = ", ".join(f"{n.removeprefix('cli.')}={flat.get(n)}" for n in shown)
+        labels[key] = flat["cli.algo"] + (f" ({extra})" if extra else "")
+    return labels
 
 
 def report(config: MinAtarReportConfig) -> dict:
+    """Group runs by every setting that changes the computation (seeds pooled), refuse duplicates."""
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
-    runs = list(config.runs) or sorted(p.parent for p in Path(config.root).glob("*/metrics.csv"))
+    out = check_output_folder(Path(config.out))
+    if any((out / name).exists() for name in RUN_FILES):
+        raise ValueError(f"report output {out} is a run folder; choose another --out")
+    if any((out / name).exists() for name in REPORT_FILES) and not config.overwrite:
+        raise ValueError(f"{out} already holds a report; pass --overwrite to replace it, or choose another --out")
+    runs = [Path(p) for p in config.runs] or sorted(p.parent for p in Path(config.root).glob("*/metrics.csv"))
     if not runs:
         raise ValueError(f"no finished runs found (looked in {config.root}); pass --runs")
-    frames = []
+    groups, frames, seen = {}, [], {}
     for path in runs:
-        path = Path(path)
-        if not (path / "metrics.csv").exists() or not (path / "config.json").exists():
-            raise ValueError(f"{path} is not a run folder (needs metrics.csv and config.json)")
-        meta = json.loads((path / "config.json").read_text())
-        frame = pd.read_csv(path / "metrics.csv")
-        frame = frame[frame.metric == "eval_return"].copy()
-        frame["game"] = meta["cli"]["game"]
-        frame["protocol"] = meta["protocol"]["name"]
-        frame["run"] = path.name
+        flat, frame = _load_run(path)
+        group = {k: v for k, v in flat.items() if not k.startswith(SEED_FIELDS)}
+        group_key = json.dumps(group, sort_keys=True)
+        groups[group_key] = group
+        # one seed's computation: its group, master seed, PRNG and index (split(key, n) is prefix-stable)
+        for seed in sorted(frame.seed.unique()):
+            unit = (group_key, flat.get("cli.seed"), flat.get("cli.prng"), int(seed))
+            if unit in seen:
+                raise ValueError(
+                    f"seed {seed} of run {path} repeats seed {seed} of run {seen[unit]} (same settings and seed); "
+                    "pass each run once"
+                )
+            seen[unit] = path
+        frame["game"] = flat["cli.game"]
+        frame["group"] = group_key
+        frame["run"] = str(path)
         frames.append(frame)
     data = pd.concat(frames, ignore_index=True)
-    data["algorithm"] = data["variant"]
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_tidy_csv(out / "eval_returns.csv", data.to_dict("records"))
+    labels = _group_labels(groups)
+    data["algorithm"] = data["group"].map(labels)
+    data["unit"] = data["run"] + "#" + data["seed"].astype(str)
+    order = sorted(labels.values(), key=lambda label: (list(ALGORITHMS).index(label.split(" ")[0]), label))
+    write_tidy_csv(out / "eval_returns.csv", data.drop(columns=["group"]).to_dict("records"))
     games = sorted(data.game.unique())
-    order = [a for a in ALGORITHM_ORDER if a in set(data.algorithm)]
-    sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, len(games), figsize=(5 * len(games), 3.8), squeeze=False)
-    for ax, game in zip(axes[0], games):
-        sns.lineplot(data=data[data.game == game], x="step", y="value", hue="algorithm", hue_order=order,
-                     errorbar=("ci", 95), ax=ax, seed=0, n_boot=300)
-        ax.set_title(game)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("greedy evaluation return")
-    fig.tight_layout()
-    fig.savefig(out / "minatar_report.png", dpi=110)
-    plt.close(fig)
+    with figure(out / "minatar_report.png", 1, len(games), figsize=(5 * len(games), 3.8), squeeze=False) as (_, axes):
+        for ax, game in zip(axes[0], games):
+            panel = data[data.game == game]
+            sns.lineplot(data=panel, x="step", y="value", hue="algorithm",
+                         hue_order=[o for o in order if o in set(panel.algorithm)],
+                         errorbar=("ci", 95), ax=ax, seed=0, n_boot=300)
+            ax.set_title(game)
+            ax.set_xlabel("environment steps")
+            ax.set_ylabel("greedy evaluation return")
     table = []
-    for (game, algorithm), group in data.groupby(["game", "algorithm"]):
+    for (game, label), group in data.groupby(["game", "algorithm"]):
         last = group[group.step == group.step.max()].value.to_numpy()
-        table.append({"game": game, "algorithm": algorithm, "step": int(group.step.max()), "seeds": len(last),
-                      "final_return": float(last.mean()), "ci95": _ci95(last)})
+        table.append({"game": game, "algorithm": label, "step": int(group.step.max()), "seeds": len(last),
+                      "final_return": float(last.mean()), "ci95": list(stats.interval(last, kind="normal"))})
     write_json(out / "summary.json", table)
     print(format_table([{k: r[k] for k in ("game", "algorithm", "step", "seeds", "final_return")} for r in table]))
     print(f"report in {out}")
@@ -324,15 +452,16 @@ def demo_section(out: Path):
     from experiments.demo import DemoSection
 
     runs = []
-    for algo, dvw in (("dqn", False), ("dqn", True), ("mdqn", False), ("mdqn", True)):
+    for algo in ("dqn", "dqn+dvw", "mdqn", "mdqn+dvw"):
         config = MinAtarConfig(
-            game="breakout", algo=algo, dvw=dvw, seeds=2, steps=20_000, eval_every=5_000, eval_episodes=16,
-            learning_starts=5_000, buffer_size=20_000, exploration_fraction=0.5, checkpoint_every=0,
-            out=out / "minatar" / f"breakout-{algo}{'-dvw' if dvw else ''}", progress=False, overwrite=True,
+            game="breakout", algo=algo, seeds=2, steps=20_000, eval_every=5_000,
+            agent=DQNConfig(eval_episodes=16, learning_starts=5_000, buffer_size=20_000, exploration_fraction=0.5),
+            checkpoint_every=0, out=out / "minatar" / f"breakout-{get_algorithm(algo).slug}", progress=False,
+            overwrite=True,
         )
         run(config)
         runs.append(config.run_dir())
-    summary = report(MinAtarReportConfig(runs=tuple(runs), out=out / "minatar" / "report"))
+    summary = report(MinAtarReportConfig(runs=tuple(runs), out=out / "minatar" / "report", overwrite=True))
     table = format_table([{k: r[k] for k in ("algorithm", "step", "seeds", "final_return")} for r in summary["table"]])
     text = (
         "DQN, DQN+DVW, M-DQN and M-DQN+DVW (paper protocol: sticky actions 0.1, 6 actions) for 20k steps on "

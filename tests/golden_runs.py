@@ -31,9 +31,9 @@ RUNS: dict[str, tuple[list[str], tuple[str, ...]]] = {
         ("thresholds.csv", "evaluations.csv"),
     ),
     "minatar": (
-        ["--game", "breakout", "--algo", "mdqn", "--dvw", "--seeds", "2", "--steps", "3000",
-         "--learning-starts", "1000", "--target-period", "500", "--eval-every", "1000",
-         "--eval-episodes", "2", "--buffer-size", "2000", "--checkpoint-every", "0"],
+        ["--game", "breakout", "--algo", "mdqn+dvw", "--seeds", "2", "--steps", "3000",
+         "--agent.learning-starts", "1000", "--agent.target-period", "500", "--eval-every", "1000",
+         "--agent.eval-episodes", "2", "--agent.buffer-size", "2000", "--checkpoint-every", "0"],
         ("metrics.csv",),
     ),
     "lm-irl": (

@@ -14,12 +14,13 @@ import rlax
 from agents import networks
 from agents.dqn import DQNAgent, DQNConfig, config_for, dvw_weights, make_train, scale_loss, td_errors
 from agents.replay import replay_sample
+from envs.minatar import make
 from envs.probe import TwoStepProbe
 from mdvi import kl_entropy_to_munchausen, munchausen_target
 
 PROBE = dict(
     total_steps=6200, learning_starts=200, buffer_size=2000, batch_size=32, train_frequency=2,
-    target_period=100, learning_rate=1e-3, variance_learning_rate=1e-3, gamma=0.9,
+    target_period=100, learning_rate=1e-3, variance_learning_rate=1e-3, discount=0.9,
     exploration_fraction=0.5, epsilon_end=0.2, eval_episodes=4,
     # log eta must travel from 1 to about log(0.1) within the probe's 3000 updates
     scale_learning_rate=1e-2,
@@ -28,8 +29,7 @@ PROBE = dict(
 
 def _probe_agent(algorithm, **overrides):
     config = config_for(algorithm, **{**PROBE, **overrides})
-    variance_head = config.dvw and config.dvw_network == "shared"
-    return DQNAgent(config, TwoStepProbe(), networks.mlp_q_network(2, (32, 32), variance_head=variance_head))
+    return DQNAgent(config, TwoStepProbe(), networks.mlp_q_network(2, (32, 32), variance_head=config.shared_variance))
 
 
 def _random_batch(rng, batch=8, actions=4):
@@ -111,9 +111,9 @@ def test_plain_dqn_update_is_an_adam_step_on_the_rlax_loss():
 
     batch = replay_sample(state.replay, key, agent.config.batch_size)
     batch = batch._replace(obs=batch.obs.astype(jnp.float32), next_obs=batch.next_obs.astype(jnp.float32))
-    q_params = jax.tree.map(lambda x: x[0], state.params.trained)
-    target_params = jax.tree.map(lambda x: x[0], state.params.frozen)
-    discount = agent.config.gamma * (1.0 - batch.terminated.astype(jnp.float32))
+    q_params = state.params.trained["q"]
+    target_params = state.params.frozen["target"]
+    discount = agent.config.discount * (1.0 - batch.terminated.astype(jnp.float32))
 
     def loss(p):
         td = jax.vmap(rlax.q_learning)(
@@ -127,7 +127,7 @@ def test_plain_dqn_update_is_an_adam_step_on_the_rlax_loss():
     updates, _ = opt.update(grads, opt.init(q_params))
     expected = optax.apply_updates(q_params, updates)
     assert float(stats.loss) == pytest.approx(float(value), rel=1e-6)
-    got = jax.tree.map(lambda x: x[0], new_state.params.trained)
+    got = new_state.params.trained["q"]
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert float(stats.weight_mean) == 1.0
@@ -146,7 +146,7 @@ def test_shared_variance_head_does_not_touch_the_q_function():
     agent = _probe_agent("mdqn+dvw-shared")
     state = jax.jit(lambda k: agent.warmup(agent.init(k)))(jax.random.key(0))
     obs = jnp.eye(2, dtype=jnp.float32)
-    params = jax.tree.map(lambda x: x[0], state.params.trained)
+    params = state.params.trained["q"]
 
     def variance_output(p):
         return agent.network.apply(p, obs)[:, 2:].sum()
@@ -163,10 +163,16 @@ def test_target_refresh_rotates_the_frozen_networks():
     state = agent.init(jax.random.key(0))
     trained = jax.tree.map(lambda x: x + 1.0, state.params.trained)  # distinguishable
     params = agent.refresh_targets(state.params._replace(trained=trained))
-    leaf = lambda t, i: jax.tree.leaves(t)[0][i]  # noqa: E731
-    np.testing.assert_array_equal(leaf(params.frozen, 0), leaf(trained, 0))  # target <- Q
-    np.testing.assert_array_equal(leaf(params.frozen, 1), leaf(state.params.frozen, 0))  # previous <- target
-    np.testing.assert_array_equal(leaf(params.frozen, 2), leaf(trained, 1))  # frozen variance <- variance
+    assert params.frozen.names == ("target", "previous_target", "frozen_variance")
+
+    def same(a, b):
+        return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    assert same(params.frozen["target"], trained["q"])
+    assert same(params.frozen["previous_target"], state.params.frozen["target"])
+    assert same(params.frozen["frozen_variance"], trained["variance"])
+    # the three sources differ, so the test can tell a wrong rotation apart
+    assert not same(trained["q"], trained["variance"]) and not same(trained["q"], state.params.frozen["target"])
 
 
 def _probe_fixed_point(config):
@@ -179,7 +185,7 @@ def _probe_fixed_point(config):
         new = np.zeros_like(q)
         for s in range(2):
             for a in range(2):
-                discount = 0.0 if terminal[s, a] else config.gamma
+                discount = 0.0 if terminal[s, a] else config.discount
                 q_next = q[next_state[s, a]]
                 if config.munchausen:
                     new[s, a] = float(munchausen_target(
@@ -211,11 +217,12 @@ def test_every_variant_learns_the_probe_values(algorithm):
 
 
 def test_vmapped_seeds_equal_separate_runs():
-    config = config_for("mdqn+dvw", game="breakout", total_steps=600, learning_starts=200, buffer_size=500,
+    config = config_for("mdqn+dvw", total_steps=600, learning_starts=200, buffer_size=500,
                         target_period=100, eval_episodes=2)
-    train = jax.jit(make_train(config, num_chunks=2))
+    env = make("breakout")
+    train = jax.jit(make_train(config, env, num_chunks=2))
     keys = jax.random.split(jax.random.key(0), 2)
-    batched = jax.jit(jax.vmap(make_train(config, num_chunks=2)))(keys)
+    batched = jax.jit(jax.vmap(make_train(config, env, num_chunks=2)))(keys)
     for i in range(2):
         single = train(keys[i])
         for a, b in zip(jax.tree.leaves(single[0].params), jax.tree.leaves(batched[0].params)):
@@ -228,11 +235,11 @@ def test_vmapped_seeds_equal_separate_runs():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(gamma=1.0), "gamma"),
+        (dict(discount=1.0), "discount"),
         (dict(batch_size=64, buffer_size=32), "exceeds buffer_size"),
         (dict(target_period=1001), "multiple of train_frequency"),
         (dict(total_steps=0), "total_steps"),
-        (dict(munchausen=True, kl_weight=0.0, entropy_weight=0.0), "kl_weight \\+ entropy_weight > 0"),
+        (dict(algorithm="mdqn", kl_weight=0.0, entropy_weight=0.0), "kl_weight \\+ entropy_weight > 0"),
     ],
 )
 def test_bad_configs_are_rejected(overrides, message):

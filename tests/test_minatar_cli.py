@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from agents.dqn import DQNConfig
 from experiments.minatar import MinAtarConfig, MinAtarReportConfig, report, run
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = dict(game="breakout", algo="mdqn", dvw=True, seeds=2, steps=500 + 8 * 200, eval_every=200,
-             eval_episodes=2, learning_starts=500, buffer_size=1000, target_period=200, progress=False)
+AGENT = dict(eval_episodes=2, learning_starts=500, buffer_size=1000, target_period=200)
+SMALL = dict(game="breakout", algo="mdqn+dvw", seeds=2, steps=500 + 8 * 200, eval_every=200,
+             agent=DQNConfig(**AGENT), progress=False)
 
 
 def _metrics(path: Path) -> list[tuple]:
@@ -27,7 +29,9 @@ def _metrics(path: Path) -> list[tuple]:
 
 def _cli_args(out: Path, **extra) -> list[str]:
     args = ["minatar", "--out", str(out)]
-    for key, value in {**SMALL, **extra}.items():
+    flags = {k: v for k, v in {**SMALL, **extra}.items() if k != "agent"}
+    flags.update({f"agent.{k}": v for k, v in AGENT.items()})
+    for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + key.replace("_", "-"))
@@ -41,7 +45,7 @@ def finished_runs(tmp_path_factory):
     """Two finished runs (M-DQN+DVW with checkpoints, DQN without), shared by the tests below."""
     root = tmp_path_factory.mktemp("runs")
     run(MinAtarConfig(out=root / "mdqn-dvw", **SMALL))
-    run(MinAtarConfig(out=root / "dqn", checkpoint_every=0, **{**SMALL, "algo": "dqn", "dvw": False}))
+    run(MinAtarConfig(out=root / "dqn", checkpoint_every=0, **{**SMALL, "algo": "dqn"}))
     return root
 
 

@@ -181,3 +181,52 @@ def test_random_policy_matches_the_original_package(game):
         se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
         diff = abs(a.mean() - b.mean())
         assert diff <= max(4 * se, 1e-9), f"{game} {name}: gymnax {a.mean():.3f} vs minatar {b.mean():.3f} (se {se:.3f})"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(max_episode_steps=2.5), "max_episode_steps"),
+        (dict(max_episode_steps=True), "max_episode_steps"),
+        (dict(max_episode_steps=0), "max_episode_steps"),
+        (dict(sticky_action_prob=float("nan")), "sticky_action_prob"),
+        (dict(sticky_action_prob=1.5), "sticky_action_prob"),
+        (dict(full_action_set="no"), "full_action_set"),
+        (dict(freeway_end_is_terminal=1), "freeway_end_is_terminal"),
+    ],
+)
+def test_protocol_fields_are_checked(kwargs, message):
+    """Issue 10, case 8: a fractional cap, a NaN probability or a string flag is refused, not coerced."""
+    fields = dict(name="p", sticky_action_prob=0.1, full_action_set=True, max_episode_steps=100,
+                  freeway_end_is_terminal=True)
+    with pytest.raises(ValueError, match=message):
+        MinAtarProtocol(**{**fields, **kwargs})
+
+
+def test_a_protocol_of_the_wrong_type_is_named():
+    """Issue 10, case 11: ``make("breakout", ["paper"])`` names the argument instead of a TypeError."""
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        make("breakout", ["paper"])
+    with pytest.raises(ValueError, match="game must be one of"):
+        make(["breakout"])
+
+
+def test_the_environment_follows_the_common_interface():
+    """MinAtar and the probe implement envs.base.Environment; the base class owns the reset."""
+    from envs.base import Environment, EpisodeState
+    from envs.probe import TwoStepProbe
+
+    for env in (make("breakout", "gymnax"), TwoStepProbe()):
+        assert isinstance(env, Environment)
+        obs, state = env.reset(jax.random.key(0))
+        assert obs.shape == env.obs_shape
+    probe = TwoStepProbe()
+    obs, state = probe.reset(jax.random.key(0))
+    assert isinstance(state, EpisodeState)
+    first = probe.step(jax.random.key(1), state, 1)  # s0, action 1: reward 0.5
+    second = probe.step(jax.random.key(2), first.state, 0)  # s1, action 0: reward 1, episode ends
+    assert not bool(first.terminated) and bool(second.terminated)
+    assert float(second.episode_return) == 1.5 and int(second.episode_length) == 2
+    np.testing.assert_array_equal(np.asarray(second.final_obs), [0.0, 1.0])  # the frame reached
+    np.testing.assert_array_equal(np.asarray(second.obs), [1.0, 0.0])  # the automatic reset
+    assert float(second.state.episode_return) == 0.0 and int(second.state.env_state) == 0
