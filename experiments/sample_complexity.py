@@ -128,36 +128,30 @@ def _validate(config: SampleComplexityConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames="regularization")
+@jax.jit
 def _tabular_batch(keys, model, regularization, v_star, draws_per_pair, num_iterations):
     def one(key):
-        def step(state, k):
-            return solvers.sampled_mdvi_step(
-                jax.random.fold_in(key, k), model, regularization, state, draws_per_pair, "multinomial"
-            )
-
-        state = solvers.iterate_mdvi(solvers.mdvi_init(model, regularization), step, 0, num_iterations)
-        return solvers.policy_gap(model, v_star, state, regularization)
+        init = solvers.mdvi_init(model, regularization)
+        run = solvers.iterate_mdvi(model, regularization, init, num_iterations, key=key, samples_per_pair=draws_per_pair)
+        return solvers.policy_gap(model, v_star, run.state, regularization)
 
     return jax.vmap(one)(keys)
 
 
-@functools.partial(jax.jit, static_argnames="regularization")
+@jax.jit
 def _ls_batch(keys, model, regularization, v_star, allocation, num_iterations):
     def one(key):
-        state = solvers.mdvi_init(model.tabular, regularization)
-        state, calls = lin.iterate_ls_mdvi(model, regularization, state, allocation, num_iterations, key=key)
-        return solvers.policy_gap(model.tabular, v_star, state, regularization), calls
+        init = solvers.mdvi_init(model.tabular, regularization)
+        run = lin.iterate_ls_mdvi(model, regularization, init, allocation, num_iterations, key=key)
+        return solvers.policy_gap(model.tabular, v_star, run.state, regularization), run.total_samples
 
     return jax.vmap(one)(keys)
 
 
-@functools.partial(jax.jit, static_argnames="regularization")
-def _vwls_batch(keys, model, regularization, v_star, phase1, variance, samples_per_iteration, num_iterations, phase1_iterations):
+@jax.jit
+def _vwls_batch(keys, model, regularization, v_star, phase1, variance, samples_per_iteration, phases):
     def one(key):
-        run = lin.iterate_vwls_mdvi(
-            key, model, regularization, phase1, variance, samples_per_iteration, num_iterations, phase1_iterations
-        )
+        run = lin.iterate_vwls_mdvi(key, model, regularization, phase1, variance, samples_per_iteration, phases)
         return solvers.policy_gap(model.tabular, v_star, run.state, regularization), run.total_samples
 
     return jax.vmap(one)(keys)
@@ -213,7 +207,7 @@ class Point:
             variance = lin.allocate(self.model, self.design, max(1, round(self.variance_ratio * M)), pad_to=self.pad)
             gaps, calls = _vwls_batch(
                 self.keys, self.model, self.regularization, self.v_star, phase1, variance, M,
-                self.num_iterations, self.phase1_iterations,
+                lin.VWLSPhases(self.num_iterations, self.phase1_iterations),
             )  # fmt: skip
             calls = float(np.mean(np.asarray(calls)))
         else:

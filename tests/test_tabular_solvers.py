@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from envs.tabular import arm_mdp, chain, garnet, gridworld
-from mdvi import Regularization, generative, mdvi_greedy_step
+from envs import generative
+from mdvi import Regularization, mdvi_greedy_step
 from mdvi import tabular as solvers
 
 
