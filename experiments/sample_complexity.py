@@ -3,16 +3,18 @@
 For each algorithm (tabular MDVI, LS-MDVI, VWLS-MDVI, oracle-weighted LS-MDVI) and each point
 of a horizon sweep (``H = 1 / (1 - gamma)``) and of a dimension sweep (``k`` block copies of the
 instance: ``d = k d_1``), find ``N*``: the smallest total number of generative-model calls
-with ``P(||V* - V^{pi_K}||_inf <= eps) >= 0.9`` over ``seeds`` vmapped seeds (theory-anchors
-§4, §6). The search is on ``M``, the samples per iteration: doubling (or halving) from a
+with ``P(||V* - V^{pi_K}||_inf <= eps) >= 0.9`` over ``seeds`` vmapped seeds. The search is on ``M``, the samples per iteration: doubling (or halving) from a
 guess until the success rate crosses the level, then geometric bisection until the bracket's
 ratio is at most ``precision``. All evaluations of one point share their seeds (common random
 numbers). ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its
 phase-2 design is estimated, so its count varies slightly by seed and ``N`` is the mean over
 seeds). Tabular MDVI samples ``ceil(M / (S A))`` draws at every pair.
 
-The instance family is F2 of theory-anchors §6 by default (a risky sibling shares the action
-block: variance weighting should matter), with ``eps = 0.5`` absolute and
+The instance family is F2 of :mod:`envs.linear` by default (a high-variance state shares the
+feature coordinates of the decision state's actions, so unweighted least squares leaks its
+variance into the action gap and variance weighting should matter: the ``H^4`` of
+unweighted least squares against the ``H^3`` of VWLS-MDVI, Kitamura et al. 2023,
+arXiv 2305.13185; the exponents compared are those of :mod:`theory.bounds`), with ``eps = 0.5`` absolute and
 ``K = ceil(2 H ln H)`` iterations of beta -> inf MDVI with ``alpha = gamma``. Slopes of
 ``log N*`` on ``log H`` (raw, and with K's ``ln H`` divided out) and on ``log d`` come with
 seed-bootstrap 95% intervals (:mod:`theory.fitting`) and are set beside the exponents of
@@ -34,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from envs import linear as linear_envs
+from experiments.plotting import figure
 from experiments.results import RunDir, format_table, write_tidy_csv
 from mdvi import Regularization
 from mdvi import linear as lin
@@ -54,7 +57,7 @@ class SampleComplexityConfig:
     """Search N*(H) and N*(d) for MDVI variants on a linear MDP family; fit the exponents."""
 
     family: Literal["F1", "F2", "F3"] = "F2"
-    """Instance family of theory-anchors §6 (F2: the gap; F3: negative control; F1: control)."""
+    """Instance family of envs.linear (F2: the weighting gap; F3: negative control; F1: control)."""
     horizons: tuple[int, ...] = (8, 16, 32, 64, 128)
     """Horizons H = 1 / (1 - gamma) of the horizon sweep."""
     epsilon: float = 0.5
@@ -466,17 +469,17 @@ def _slope_table(slopes) -> list[dict]:
 
 
 def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
-    import matplotlib
-    import matplotlib.ticker
+    panels = 2 if d_rows else 1
+    with figure(path, 1, panels, figsize=(6.2 * panels, 4.4), squeeze=False) as (_, axes):
+        _draw_sweeps(axes, panels, config, h_rows, d_rows, raw_fits, dim_fits)
+    return Path(path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _draw_sweeps(axes, panels, config, h_rows, d_rows, raw_fits, dim_fits):
+    import matplotlib.ticker as ticker
     import pandas as pd
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook")
-    panels = 2 if d_rows else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.4), squeeze=False)
     palette = dict(zip(ALGORITHMS, sns.color_palette("deep", len(ALGORITHMS))))
     sweeps = ((axes[0, 0], h_rows, "horizon", "horizon H = 1/(1-gamma)"), (axes[0, -1], d_rows, "dim", "feature dimension d"))
     for ax, rows, key, xlabel in sweeps:
@@ -505,7 +508,7 @@ def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
         ax.set_yscale("log")
         ticks = sorted(frame[key].unique())
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("N* (generative-model calls)")
         ax.legend(fontsize=7, loc="upper left")
@@ -513,10 +516,6 @@ def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
     axes[0, 0].set_title(title, fontsize=9)
     if panels == 2:
         axes[0, 1].set_title(f"dimension sweep: block copies at H = {config.dim_horizon}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 def demo_section(out: Path):
