@@ -236,6 +236,9 @@ class Sampling:
         return self
 
 
+DEFAULT_SAMPLING = Sampling()
+
+
 def sampled_means_at(
     key: Array,
     model: TabularModel,
@@ -243,7 +246,7 @@ def sampled_means_at(
     actions: Array,
     draws: Array,
     values: Array,
-    sampling: Sampling = Sampling(),
+    sampling: Sampling = DEFAULT_SAMPLING,
 ) -> Array:
     """Sample means of ``values(s')`` over ``draws[i]`` i.i.d. next states of each listed pair.
 

@@ -3,7 +3,10 @@
 For each algorithm (tabular MDVI, LS-MDVI, VWLS-MDVI, oracle-weighted LS-MDVI) and each point
 of a horizon sweep (``H = 1 / (1 - gamma)``) and of a dimension sweep (``k`` block copies of the
 instance: ``d = k d_1``), find ``N*``: the smallest total number of generative-model calls
-with ``P(||V* - V^{pi_K}||_inf <= eps) >= 0.9`` over ``seeds`` vmapped seeds. The search is on ``M``, the samples per iteration: doubling (or halving) from a
+with ``P(||V* - V^{pi_K}||_inf <= eps) >= 0.9`` over ``seeds`` vmapped seeds (the protocol of
+an exponent check: a horizon sweep with ``K`` growing as ``H ln H``, the exact error of the
+final policy by a linear solve on the true model, and a log-log fit with seed-bootstrap
+intervals). The search is on ``M``, the samples per iteration: doubling (or halving) from a
 guess until the success rate crosses the level, then geometric bisection until the bracket's
 ratio is at most ``precision``. All evaluations of one point share their seeds (common random
 numbers). ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its

@@ -7,6 +7,7 @@ vmapped seeds, recording the optimality gap ``||V* - V^{pi_k}||_inf`` of every i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -21,8 +22,7 @@ from experiments.plotting import plot_lines
 from experiments.resources import check_memory
 from experiments.results import RunDir, format_table, tidy_rows
 from experiments.stats import mean_se
-from mdvi import Regularization
-from mdvi import loop
+from mdvi import Regularization, loop
 from mdvi import tabular as solvers
 
 
@@ -144,18 +144,18 @@ def run(config: TabularConfig) -> dict:
 
 
 def _sampled_chunk(M: int):
-    """One chunk of sampled MDVI for every seed: ``(keys, states, model, reg, v_star, start, size)``.
+    """One chunk of sampled MDVI for every seed: ``(keys, states, start, size, model, regularization, v_star)``.
 
     The model, ``V*`` and the regularization are arguments, not closure constants: XLA would
     otherwise fold them into the program (slow compiles, a copy of ``P`` per chunk size).
     """
 
-    def one(key, state, model, regularization, v_star, start, size):
+    def one(key, state, start, size, model, regularization, v_star):
         return solvers.run_mdvi(
             model, regularization, state, size, start=start, key=key, samples_per_pair=M, v_star=v_star
         )
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None, None)), static_argnums=6)
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None, None)), static_argnums=3)
 
 
 def _run(config: TabularConfig) -> dict:
@@ -189,12 +189,9 @@ def _run(config: TabularConfig) -> dict:
     init = solvers.mdvi_init(model, regularization)
     seeded_init = jax.tree.map(lambda x: np.broadcast_to(x, (config.seeds, *x.shape)), init)
     for M in config.samples_per_pair:
-        runner = _sampled_chunk(M)
+        runner = functools.partial(_sampled_chunk(M), keys, model=model, regularization=regularization, v_star=v_star)
         with progress(f"sampled MDVI M={M} x{config.seeds} seeds") as bar:
-            sampled = loop.run_in_chunks(
-                lambda states, start, size: runner(keys, states, model, regularization, v_star, start, size),
-                seeded_init, K, config.chunk, bar.update,
-            )  # fmt: skip
+            sampled = loop.run_in_chunks(runner, seeded_init, K, config.chunk, bar.update)
         variant = f"M={M}"
         rows += tidy_rows(variant, "gap", sampled.gap)
         final_gap, gap_se = mean_se(sampled.gap[:, -1])

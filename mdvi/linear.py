@@ -56,11 +56,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import generative
-from envs.generative import Sampling
+from envs.generative import DEFAULT_SAMPLING, Sampling
 from envs.linear import LinearMDP
 from envs.tabular import TabularModel
+from mdvi import loop
 from mdvi import tabular as solvers
-from mdvi.loop import MDVIRun, MDVIState, check_iterations, count_dtype, mdvi_init, mdvi_loop, mdvi_value
 from mdvi.regularized import Regularization, check_regularization
 from theory.design import Design, allocation_counts, column_space, design_weights, optimal_design
 
@@ -160,7 +160,7 @@ def allocate(
     return Allocation(
         states=jnp.asarray(support // A),
         actions=jnp.asarray(support % A),
-        draws=jnp.asarray(draws, count_dtype()),
+        draws=jnp.asarray(draws, loop.count_dtype()),
         weights=jnp.asarray(weights, dtype),
     )
 
@@ -168,7 +168,7 @@ def allocate(
 def full_allocation(model: LinearModel, design_weights_: Array, samples_per_iteration, regression_weights: Array) -> Allocation:
     """In-jit allocation over every pair (design weights may be traced): zero draws off the support."""
     states, actions = generative.all_pairs(model.tabular)
-    draws = allocation_counts(design_weights_, samples_per_iteration).astype(count_dtype())
+    draws = allocation_counts(design_weights_, samples_per_iteration).astype(loop.count_dtype())
     return Allocation(states, actions, draws, regression_weights.reshape(-1))
 
 
@@ -260,54 +260,38 @@ def _check_linear(key, regularization, sampling: Sampling, v_star, model: Linear
         raise ValueError(f"v_star must have shape ({S},) (one value per state), got {jnp.shape(v_star)}")
 
 
-def _ls_loop(model, regularization, state, allocation, num_iterations, start, key, sampling, v_star, record) -> MDVIRun:
-    _check_linear(key, regularization, sampling, v_star, model)
-    evaluate = None if v_star is None else (lambda state: solvers.policy_gap(model.tabular, v_star, state, regularization))
-    step = ls_step(key, model, allocation, sampling)
-    return mdvi_loop(step, regularization, state, start, num_iterations, evaluate=evaluate, record=record)
-
-
-@functools.partial(jax.jit, static_argnames=("num_iterations", "sampling"))
-def run_ls_mdvi(
+def ls_mdvi_run(
     model: LinearModel,
     regularization: Regularization,
-    state: MDVIState,
-    allocation: Allocation,
-    num_iterations: int,
-    *,
-    start: int | Array = 0,
-    key: Array | None = None,
-    sampling: Sampling = Sampling(),
-    v_star: Array | None = None,
-) -> MDVIRun:
-    """Advance (weighted) LS-MDVI by ``num_iterations`` from ``state`` (``start`` iterations done).
-
-    Exact (regression on expectations) when ``key`` is None. Iteration ``k`` draws with
-    ``fold_in(key, k)``, the convention of :func:`mdvi.tabular.run_mdvi`, so with one-hot
-    features, every pair in the allocation and the iid sampler it sees the very samples of
-    tabular sampled MDVI. Records each iterate's gap (with ``v_star``) and calls.
-    """
-    num_iterations = check_iterations("num_iterations", num_iterations)
-    return _ls_loop(model, regularization, state, allocation, num_iterations, start, key, sampling, v_star, True)
-
-
-@functools.partial(jax.jit, static_argnames="sampling")
-def iterate_ls_mdvi(
-    model: LinearModel,
-    regularization: Regularization,
-    state: MDVIState,
+    state: loop.MDVIState,
     allocation: Allocation,
     num_iterations,
     *,
     start=0,
     key: Array | None = None,
-    sampling: Sampling = Sampling(),
-) -> MDVIRun:
-    """:func:`run_ls_mdvi` without per-iterate records; ``num_iterations`` may be traced.
+    sampling: Sampling = DEFAULT_SAMPLING,
+    v_star: Array | None = None,
+    record: bool = True,
+) -> loop.MDVIRun:
+    """Advance (weighted) LS-MDVI by ``num_iterations`` from ``state`` (``start`` iterations done).
 
-    The same iterates and total calls as :func:`run_ls_mdvi` (``gap``, ``samples`` are None).
+    Exact (regression on expectations) when ``key`` is None. Iteration ``k`` draws with
+    ``fold_in(key, k)``, the convention of :func:`mdvi.tabular.run_mdvi`, so with one-hot
+    features, every pair in the allocation and the iid sampler it sees the very samples of
+    tabular sampled MDVI. Jitted as :func:`run_ls_mdvi` (``record=True``: each iterate's gap,
+    with ``v_star``, and calls; ``num_iterations`` static) and :func:`iterate_ls_mdvi`
+    (``record=False``: the same iterates and total calls; ``num_iterations`` may be traced).
     """
-    return _ls_loop(model, regularization, state, allocation, num_iterations, start, key, sampling, None, False)
+    if record:
+        num_iterations = loop.check_iterations("num_iterations", num_iterations)
+    _check_linear(key, regularization, sampling, v_star, model)
+    evaluate = None if v_star is None else (lambda state: solvers.policy_gap(model.tabular, v_star, state, regularization))
+    step = ls_step(key, model, allocation, sampling)
+    return loop.mdvi_loop(step, regularization, state, start, num_iterations, evaluate=evaluate, record=record)
+
+
+run_ls_mdvi = loop.jit_variant(ls_mdvi_run, ("num_iterations", "sampling"), record=True)
+iterate_ls_mdvi = loop.jit_variant(ls_mdvi_run, ("sampling",), record=False, v_star=None)
 
 
 def ls_mdvi(
@@ -317,14 +301,12 @@ def ls_mdvi(
     allocation: Allocation,
     num_iterations: int,
     *,
-    sampling: Sampling = Sampling(),
+    sampling: Sampling = DEFAULT_SAMPLING,
     v_star: Array | None = None,
-) -> MDVIRun:
+) -> loop.MDVIRun:
     """(Weighted) LS-MDVI from the standard initialisation; ``vmap`` over ``key`` for seeds."""
-    state = mdvi_init(model.tabular, check_regularization(regularization))
-    return run_ls_mdvi(
-        model, regularization, state, allocation, num_iterations, key=key, sampling=sampling, v_star=v_star
-    )
+    state = loop.mdvi_init(model.tabular, check_regularization(regularization))
+    return run_ls_mdvi(model, regularization, state, allocation, num_iterations, key=key, sampling=sampling, v_star=v_star)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +349,8 @@ class VarianceFitSettings:
         return horizon(model) if self.floor is None else self.floor
 
 
+DEFAULT_FIT = VarianceFitSettings()
+
 def oracle_weights(model: LinearModel, v_star: Array, floor=None) -> Array:
     """The oracle ``f* = 1 / (Var_P(V*) + H)`` (``floor`` defaults to ``H = 1 / (1 - gamma)``)."""
     floor = VarianceFitSettings(floor).floor_for(model)
@@ -386,8 +370,8 @@ def fit_variance_weights(
     model: LinearModel,
     v_hat: Array,
     allocation: Allocation,
-    settings: VarianceFitSettings = VarianceFitSettings(),
-    sampling: Sampling = Sampling(),
+    settings: VarianceFitSettings = DEFAULT_FIT,
+    sampling: Sampling = DEFAULT_SAMPLING,
 ) -> VarianceFit:
     """VWLS-MDVI steps 2-4 (module docstring): variance regression, floor, weighted design.
 
@@ -404,7 +388,7 @@ def fit_variance_weights(
     weights = variance_weights(variance, settings.floor_for(model))
     weighted_features = jnp.sqrt(weights).reshape(-1, 1) * model.flat_features
     design_state = design_weights(weighted_features, settings.design_tolerance, settings.design_max_iterations)
-    calls = jnp.asarray(0 if key is None else allocation.calls, count_dtype())
+    calls = jnp.asarray(0 if key is None else allocation.calls, loop.count_dtype())
     return VarianceFit(variance, weights, design_state.weights, design_state.g_over_d, calls)
 
 
@@ -426,32 +410,14 @@ class VWLSPhases(NamedTuple):
 
 
 class VWLSRun(NamedTuple):
-    state: MDVIState  # after all K iterations
+    state: loop.MDVIState  # after all K iterations
     gap: Array | None  # [K] ||V* - V^{pi_k}||_inf (NaN without v_star); None from iterate_vwls_mdvi
     samples: Array | None  # [K] calls of each iteration (phase 1, then phase 2); None likewise
     total_samples: Array  # every call: both phases and the variance fit
     fit: VarianceFit
 
 
-def _vwls(key, model, regularization, phase1, variance_allocation, samples_per_iteration, phases, sampling, settings, v_star, record) -> VWLSRun:
-    """The one VWLS-MDVI body (module docstring), recorded or not."""
-    K, K1 = phases.check()
-    state = mdvi_init(model.tabular, check_regularization(regularization))
-    run1 = _ls_loop(model, regularization, state, phase1, K1, 0, key, sampling, v_star, record)
-    fit_key = None if key is None else jax.random.fold_in(key, VARIANCE_KEY_TAG)
-    v_hat = mdvi_value(run1.state, regularization)
-    fit = fit_variance_weights(fit_key, model, v_hat, variance_allocation, settings, sampling)
-    phase2 = full_allocation(model, fit.design, samples_per_iteration, fit.weights)
-    run2 = _ls_loop(model, regularization, run1.state, phase2, K - K1, K1, key, sampling, v_star, record)
-    gap = samples = None
-    if record:
-        gap, samples = jnp.concatenate([run1.gap, run2.gap]), jnp.concatenate([run1.samples, run2.samples])
-    total = run1.total_samples + run2.total_samples + fit.calls
-    return VWLSRun(state=run2.state, gap=gap, samples=samples, total_samples=total, fit=fit)
-
-
-@functools.partial(jax.jit, static_argnames=("phases", "sampling", "settings"))
-def vwls_mdvi(
+def vwls_mdvi_run(
     key: Array | None,
     model: LinearModel,
     regularization: Regularization,
@@ -460,9 +426,10 @@ def vwls_mdvi(
     samples_per_iteration,
     phases: VWLSPhases,
     *,
-    sampling: Sampling = Sampling(),
-    settings: VarianceFitSettings = VarianceFitSettings(),
+    sampling: Sampling = DEFAULT_SAMPLING,
+    settings: VarianceFitSettings = DEFAULT_FIT,
     v_star: Array | None = None,
+    record: bool = True,
 ) -> VWLSRun:
     """VWLS-MDVI (module docstring): LS phase, variance fit, weighted design, weighted phase.
 
@@ -473,31 +440,32 @@ def vwls_mdvi(
         fit is unweighted); drawn with ``fold_in(key, 2**31 - 1)``.
       samples_per_iteration: budget ``N`` of each phase-2 iteration, allocated as
         ``ceil(rho_f N)`` over the weighted design ``rho_f``.
-      phases: ``VWLSPhases(K, K_1)``, Python ints.
+      phases: ``VWLSPhases(K, K_1)``.
       sampling: the sampler; ``"iid"`` needs a ``max_draws`` covering phase 1, the variance
         fit and ``ceil(N)`` of phase 2.
       settings: the variance fit's floor and design settings.
-      v_star: if given, each iterate's gap is recorded.
+      v_star: if given (and recording), each iterate's gap is recorded.
+
+    Jitted as :func:`vwls_mdvi` (``record=True``: per-iterate gaps and calls; ``phases`` Python
+    ints, static) and :func:`iterate_vwls_mdvi` (``record=False``: ``gap`` and ``samples`` are
+    None; ``phases`` may be traced, one compiled program for every horizon). Both give the
+    same iterates and the same total calls.
     """
-    return _vwls(key, model, regularization, phase1, variance_allocation, samples_per_iteration, phases, sampling, settings, v_star, True)
+    K, K1 = phases.check()
+    state = loop.mdvi_init(model.tabular, check_regularization(regularization))
+    common = dict(key=key, sampling=sampling, v_star=v_star, record=record)
+    run1 = ls_mdvi_run(model, regularization, state, phase1, K1, start=0, **common)
+    fit_key = None if key is None else jax.random.fold_in(key, VARIANCE_KEY_TAG)
+    v_hat = loop.mdvi_value(run1.state, regularization)
+    fit = fit_variance_weights(fit_key, model, v_hat, variance_allocation, settings, sampling)
+    phase2 = full_allocation(model, fit.design, samples_per_iteration, fit.weights)
+    run2 = ls_mdvi_run(model, regularization, run1.state, phase2, K - K1, start=K1, **common)
+    gap = samples = None
+    if record:
+        gap, samples = jnp.concatenate([run1.gap, run2.gap]), jnp.concatenate([run1.samples, run2.samples])
+    total = run1.total_samples + run2.total_samples + fit.calls
+    return VWLSRun(state=run2.state, gap=gap, samples=samples, total_samples=total, fit=fit)
 
 
-@functools.partial(jax.jit, static_argnames=("sampling", "settings"))
-def iterate_vwls_mdvi(
-    key: Array | None,
-    model: LinearModel,
-    regularization: Regularization,
-    phase1: Allocation,
-    variance_allocation: Allocation,
-    samples_per_iteration,
-    phases: VWLSPhases,
-    *,
-    sampling: Sampling = Sampling(),
-    settings: VarianceFitSettings = VarianceFitSettings(),
-) -> VWLSRun:
-    """:func:`vwls_mdvi` without per-iterate records (``gap``, ``samples`` are None).
-
-    ``phases`` may be traced: one compiled program serves every horizon. The same iterates
-    and the same total calls as :func:`vwls_mdvi`.
-    """
-    return _vwls(key, model, regularization, phase1, variance_allocation, samples_per_iteration, phases, sampling, settings, None, False)
+vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("phases", "sampling", "settings"), record=True)
+iterate_vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("sampling", "settings"), record=False, v_star=None)

@@ -25,6 +25,7 @@ call, because iteration ``k`` always draws with ``fold_in(key, k)``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -126,6 +127,13 @@ def mdvi_loop(
     carry = (state, jnp.zeros((), count_dtype()))
     state, total = jax.lax.fori_loop(start, start + num_iterations, fori_body, carry)
     return MDVIRun(state=state, gap=None, samples=None, total_samples=total)
+
+
+def jit_variant(body: Callable, static_argnames: tuple[str, ...], **bound) -> Callable:
+    """``jax.jit`` of ``body`` with some keyword arguments bound: the recorded entry point
+    (``record=True``, static lengths) and the record-free one (``record=False``, traced
+    lengths) of a solver are two variants of one body, with its signature and docstring."""
+    return jax.jit(functools.update_wrapper(functools.partial(body, **bound), body), static_argnames=static_argnames)
 
 
 def check_iterations(name: str, value) -> int:

@@ -257,12 +257,7 @@ def soft_value(
 
 
 def greedy_log_policy(
-    q: Array,
-    temperature,
-    ref: Array | None = None,
-    *,
-    log_ref: Array | None = None,
-    divergence: str | Divergence = KL,
+    q: Array, temperature, ref: Array | None = None, *, log_ref: Array | None = None, divergence: str | Divergence = KL
 ) -> Array:
     """Log of the regularized greedy policy ``argmax_p <p, q> - tau D(p || ref)``.
 

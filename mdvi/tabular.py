@@ -29,6 +29,7 @@ from mdvi.loop import (  # noqa: F401  (re-exported: the tabular solvers' state 
     MDVIState,
     check_iterations,
     count_dtype,
+    jit_variant,
     mdvi_init,
     mdvi_iteration,
     mdvi_loop,
@@ -246,58 +247,35 @@ def _check_run(model: TabularModel, regularization, v_star, key, samples_per_pai
         raise ValueError("sampled MDVI needs samples_per_pair")
 
 
-def _tabular_loop(model, regularization, state, num_iterations, start, key, samples_per_pair, v_star, sampler, record):
+def mdvi_run(
+    model: TabularModel, regularization: Regularization, state: MDVIState, num_iterations, *, start=0,
+    key: Array | None = None, samples_per_pair=None, v_star: Array | None = None, sampler: str = "iid", record: bool = True,
+) -> MDVIRun:  # fmt: skip
+    """Advance MDVI by ``num_iterations`` from ``state`` (which has done ``start`` iterations).
+
+    Exact when ``key`` is None, otherwise sampled with ``samples_per_pair`` draws per pair
+    (``sampler``: ``"iid"`` or ``"multinomial"``, see :mod:`envs.generative`); the draws of
+    iteration ``k`` use ``fold_in(key, k)``, so running in chunks gives the same result as one
+    call. ``regularization`` is traced: a ``vmap`` over its values (a sweep of tau, kappa or
+    beta) is one compiled program.
+
+    Jitted as :func:`run_mdvi` (``record=True``: with ``v_star`` given each iterate's greedy
+    policy is evaluated exactly and its gap ``||V* - V^{pi_k}||_inf`` recorded, with the calls
+    of each iteration; ``num_iterations`` and ``samples_per_pair`` static) and as
+    :func:`iterate_mdvi` (``record=False``: the same iterates, only the total calls;
+    ``num_iterations``, ``start`` and, with the multinomial sampler, ``samples_per_pair`` may be
+    traced, so one program serves every horizon and sample size).
+    """
+    if record:
+        num_iterations = check_iterations("num_iterations", num_iterations)
     _check_run(model, regularization, v_star, key, samples_per_pair)
     step = exact_step(model) if key is None else sampled_step(key, model, samples_per_pair, sampler)
     evaluate = None if v_star is None else (lambda state: policy_gap(model, v_star, state, regularization))
     return mdvi_loop(step, regularization, state, start, num_iterations, evaluate=evaluate, record=record)
 
 
-@functools.partial(jax.jit, static_argnames=("num_iterations", "samples_per_pair", "sampler"))
-def run_mdvi(
-    model: TabularModel,
-    regularization: Regularization,
-    state: MDVIState,
-    num_iterations: int,
-    *,
-    start: int | Array = 0,
-    key: Array | None = None,
-    samples_per_pair: int | None = None,
-    v_star: Array | None = None,
-    sampler: str = "iid",
-) -> MDVIRun:
-    """Advance MDVI by ``num_iterations`` from ``state`` (which has done ``start`` iterations).
-
-    Exact when ``key`` is None, otherwise sampled with ``samples_per_pair`` draws per pair
-    (``sampler``: ``"iid"`` or ``"multinomial"``, see :mod:`envs.generative`); the draws of
-    iteration ``k`` use ``fold_in(key, k)``, so running in chunks gives the same result as one
-    call. With ``v_star`` given, each iterate's greedy policy is evaluated exactly and its gap
-    ``||V* - V^{pi_k}||_inf`` recorded. ``regularization`` is traced: a ``vmap`` over its
-    values (a sweep of tau, kappa or beta) is one compiled program.
-    """
-    num_iterations = check_iterations("num_iterations", num_iterations)
-    return _tabular_loop(model, regularization, state, num_iterations, start, key, samples_per_pair, v_star, sampler, True)
-
-
-@functools.partial(jax.jit, static_argnames="sampler")
-def iterate_mdvi(
-    model: TabularModel,
-    regularization: Regularization,
-    state: MDVIState,
-    num_iterations,
-    *,
-    start=0,
-    key: Array | None = None,
-    samples_per_pair=None,
-    sampler: str = "multinomial",
-) -> MDVIRun:
-    """:func:`run_mdvi` without per-iterate records (``gap``, ``samples`` are None).
-
-    ``num_iterations``, ``start`` and, with the multinomial sampler, ``samples_per_pair`` may
-    be traced: one compiled program serves every horizon and sample size (the
-    sample-complexity search). The same iterates as :func:`run_mdvi`.
-    """
-    return _tabular_loop(model, regularization, state, num_iterations, start, key, samples_per_pair, None, sampler, False)
+run_mdvi = jit_variant(mdvi_run, ("num_iterations", "samples_per_pair", "sampler"), record=True)
+iterate_mdvi = jit_variant(mdvi_run, ("sampler",), record=False, v_star=None)
 
 
 def exact_mdvi(

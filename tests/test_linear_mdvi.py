@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.linear import LinearMDP, family_f2, low_rank_mixture, one_hot
-from envs.tabular import chain, garnet
 from envs import generative
 from envs.generative import Sampling
+from envs.linear import LinearMDP, family_f2, low_rank_mixture, one_hot
+from envs.tabular import chain, garnet
 from mdvi import Regularization
 from mdvi import linear as lin
 from mdvi import tabular as solvers
@@ -111,12 +111,13 @@ def test_iid_and_multinomial_sample_means_agree_in_distribution(x64):
     states, actions = jnp.array([0, 2, 5]), jnp.array([1, 0, 1])
     draws = jnp.array([3, 10, 25])
     keys = jax.random.split(jax.random.key(1), 20000)
-    means = {
-        sampler: np.asarray(
-            jax.vmap(lambda k, s=sampler: generative.sampled_means_at(k, model, states, actions, draws, values, Sampling(s, 25)))(keys)
+
+    def sample_means(sampling):
+        return np.asarray(
+            jax.vmap(lambda k: generative.sampled_means_at(k, model, states, actions, draws, values, sampling))(keys)
         )
-        for sampler in ("iid", "multinomial")
-    }
+
+    means = {sampler: sample_means(Sampling(sampler, 25)) for sampler in ("iid", "multinomial")}
     exact = np.asarray(solvers.expected_next(model, values))[np.asarray(states), np.asarray(actions)]
     for sampler, m in means.items():
         np.testing.assert_allclose(m.mean(0), exact, rtol=0.02, err_msg=sampler)
@@ -185,7 +186,8 @@ def test_oracle_weights_and_the_variance_estimate(x64):
     np.testing.assert_allclose(np.asarray(lin.oracle_weights(model, v_star)), 1 / (np.maximum(variance, 0) + 16), rtol=1e-10)
     # with many draws the sampled variance fit approaches Var_P(v)
     allocation = lin.allocate(model, lin.design(model), 10**7)
-    fit = jax.jit(lin.fit_variance_weights, static_argnums=4)(jax.random.key(0), model, v_star, allocation, lin.VarianceFitSettings(16.0))
+    fit_variance = jax.jit(lin.fit_variance_weights, static_argnums=4)
+    fit = fit_variance(jax.random.key(0), model, v_star, allocation, lin.VarianceFitSettings(16.0))
     np.testing.assert_allclose(np.asarray(fit.variance), np.maximum(variance, 0), atol=0.05 * variance.max())
     assert float(fit.design_g_over_d) <= 1 + 1e-3
     # the weighted design moves mass toward the low-variance decision state s0

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.tabular import arm_mdp, chain, garnet, gridworld
 from envs import generative
+from envs.tabular import arm_mdp, chain, garnet, gridworld
 from mdvi import Regularization, mdvi_greedy_step
 from mdvi import tabular as solvers
 
