@@ -32,6 +32,11 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+# The centred form is used when the temperature exceeds 16 max |q|: above, the max shift's
+# error (about A t eps / 2) could pass 8 A eps max |q| (3e-6 relative in float32, A = 6).
+_CENTRED_RATIO = 16.0
+
+
 def _expand_temperature(temperature, q: Array) -> Array:
     temperature = jnp.asarray(temperature, dtype=q.dtype)
     return jnp.expand_dims(temperature, -1)
@@ -79,18 +84,20 @@ class KLDivergence(Divergence):
     def conjugate(self, q: Array, temperature, log_ref: Array) -> Array:
         """``t log sum_a ref(a) exp(q(a) / t)``, accurate for every ``t`` in ``[0, inf]``.
 
-        Two exact rewritings of the same value, chosen per row by the spread
-        ``d = max q - m`` of ``q`` about its reference mean ``m = sum_a p(a) q(a)``
-        (``p = ref / Z``, ``Z`` the mass of ``ref``):
+        Two exact rewritings of the same value, chosen per row by comparing ``t`` with the
+        scale ``c = max |q|`` (over the support of ``ref``); ``m = sum_a p(a) q(a)`` is the
+        reference mean (``p = ref / Z``, ``Z`` the mass of ``ref``):
 
-        * ``t < d`` (max shift): ``max q + t log sum_a ref(a) exp((q(a) - max q) / t)``.
+        * ``t <= 16 c`` (max shift): ``max q + t log sum_a ref(a) exp((q(a) - max q) / t)``.
           Every exponent is ``<= log ref(a)``, so nothing overflows; the rounding error of
-          the log is multiplied by ``t < d``, so it stays at the scale of ``q``.
-        * ``t >= d`` (centred): ``m + t log Z + t log1p(sum_a p(a) expm1((q(a) - m) / t))``.
-          The exponents are ``<= 1``; the sum is ``>= 0`` (Jensen) and carries the
+          the sum (about ``A eps / 2``) is multiplied by ``t <= 16 c``: below ``8 A eps c``.
+        * ``t > 16 c`` (centred): ``m + t log Z + t log1p(sum_a p(a) expm1((q(a) - m) / t))``.
+          The exponents lie in ``(-1/8, 1/8)``; the sum is ``>= 0`` (Jensen) and carries the
           ``Var_p(q) / (2 t)`` correction with full relative precision, where the max shift
           would lose it (``t`` times a rounding error near 1). ``t = inf`` gives
           ``m + inf * log Z``: the reference mean for a probability ``ref``.
+
+        Below the switch the result is bit-for-bit the classical max-shifted log-sum-exp.
 
         A reference whose mass is 1 up to rounding (``|log Z| <= A eps``) counts as a
         probability vector (``log Z = 0``). ``t = 0`` is the max over the support;
@@ -109,7 +116,8 @@ class KLDivergence(Divergence):
         finite = jnp.all(jnp.isfinite(q) | ~support, axis=-1, keepdims=True)
         q_safe = jnp.where(support & finite, q, 0.0)
         mean = jnp.sum(p * q_safe, axis=-1, keepdims=True)
-        centred = finite & positive & (q_max - mean <= t)
+        scale = jnp.max(jnp.abs(q_safe), axis=-1, keepdims=True)
+        centred = finite & positive & (_CENTRED_RATIO * scale < t)
         t_centred = jnp.where(centred & jnp.isfinite(t), t, 1.0)
         x = jnp.where(support & centred, (q_safe - mean) / t_centred, 0.0)
         excess = jnp.sum(p * jnp.expm1(x), axis=-1, keepdims=True)
