@@ -77,7 +77,8 @@ class KLDivergence(Divergence):
         t = _expand_temperature(temperature, q)
         positive = t > 0
         safe_t = jnp.where(positive, t, jnp.ones_like(t))
-        shifted = jnp.where(q == q_max, 0.0, q - q_max)  # 0 at the max, also when it is infinite
+        # q - q_max as before; an infinite max keeps only the actions that reach it
+        shifted = jnp.where(jnp.isfinite(q_max), q - q_max, jnp.where(q == q_max, 0.0, -jnp.inf))
         logits = jnp.where(support, shifted / safe_t + log_ref, -jnp.inf)
         return support, q_max, safe_t, positive, logits
 
