@@ -138,7 +138,9 @@ def _validate(config: SampleComplexityConfig) -> None:
 def _tabular_batch(keys, model, regularization, v_star, draws_per_pair, num_iterations):
     def one(key):
         init = solvers.mdvi_init(model, regularization)
-        run = solvers.iterate_mdvi(model, regularization, init, num_iterations, key=key, samples_per_pair=draws_per_pair)
+        run = solvers.iterate_mdvi(
+            model, regularization, init, num_iterations, key=key, samples_per_pair=draws_per_pair, sampler="multinomial"
+        )
         return solvers.policy_gap(model, v_star, run.state, regularization)
 
     return jax.vmap(one)(keys)

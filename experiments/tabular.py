@@ -7,7 +7,6 @@ vmapped seeds, recording the optimality gap ``||V* - V^{pi_k}||_inf`` of every i
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from pathlib import Path
@@ -189,9 +188,13 @@ def _run(config: TabularConfig) -> dict:
     init = solvers.mdvi_init(model, regularization)
     seeded_init = jax.tree.map(lambda x: np.broadcast_to(x, (config.seeds, *x.shape)), init)
     for M in config.samples_per_pair:
-        runner = functools.partial(_sampled_chunk(M), keys, model=model, regularization=regularization, v_star=v_star)
+        chunk = _sampled_chunk(M)
+
+        def advance(states, start, size, chunk=chunk):
+            return chunk(keys, states, start, size, model, regularization, v_star)
+
         with progress(f"sampled MDVI M={M} x{config.seeds} seeds") as bar:
-            sampled = loop.run_in_chunks(runner, seeded_init, K, config.chunk, bar.update)
+            sampled = loop.run_in_chunks(advance, seeded_init, K, config.chunk, bar.update)
         variant = f"M={M}"
         rows += tidy_rows(variant, "gap", sampled.gap)
         final_gap, gap_se = mean_se(sampled.gap[:, -1])
