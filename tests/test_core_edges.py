@@ -68,8 +68,9 @@ def test_soft_value_matches_a_60_digit_reference_for_temperatures_1e_minus8_to_1
         value = float(soft_value(jnp.asarray(q), temperature, None if ref is None else jnp.asarray(ref)))
         expected = decimal_soft_value(q, temperature, ref)
         support = np.ones(size, bool) if ref is None else ref > 0
-        # the floor covers the reference's own rounding (t * 1e-60 of an exactly normalised ref)
-        scale = max(abs(expected), float(np.abs(q[support]).max()), 1e-40)
+        # The floor covers the reference's own rounding (t * 1e-60 of an exactly normalised ref)
+        # and XLA's flush to zero of subnormal intermediates (p q near 1e-38 in float32).
+        scale = max(abs(expected), float(np.abs(q[support]).max()), 1e-30)
         assert abs(value - expected) <= rtol * scale, (value, expected, temperature)
 
 
