@@ -3,16 +3,21 @@
 For each algorithm (tabular MDVI, LS-MDVI, VWLS-MDVI, oracle-weighted LS-MDVI) and each point
 of a horizon sweep (``H = 1 / (1 - gamma)``) and of a dimension sweep (``k`` block copies of the
 instance: ``d = k d_1``), find ``N*``: the smallest total number of generative-model calls
-with ``P(||V* - V^{pi_K}||_inf <= eps) >= 0.9`` over ``seeds`` vmapped seeds (theory-anchors
-§4, §6). The search is on ``M``, the samples per iteration: doubling (or halving) from a
+with ``P(||V* - V^{pi_K}||_inf <= eps) >= 0.9`` over ``seeds`` vmapped seeds (the protocol of
+an exponent check: a horizon sweep with ``K`` growing as ``H ln H``, the exact error of the
+final policy by a linear solve on the true model, and a log-log fit with seed-bootstrap
+intervals). The search is on ``M``, the samples per iteration: doubling (or halving) from a
 guess until the success rate crosses the level, then geometric bisection until the bracket's
 ratio is at most ``precision``. All evaluations of one point share their seeds (common random
 numbers). ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its
 phase-2 design is estimated, so its count varies slightly by seed and ``N`` is the mean over
 seeds). Tabular MDVI samples ``ceil(M / (S A))`` draws at every pair.
 
-The instance family is F2 of theory-anchors §6 by default (a risky sibling shares the action
-block: variance weighting should matter), with ``eps = 0.5`` absolute and
+The instance family is F2 of :mod:`envs.linear` by default (a high-variance state shares the
+feature coordinates of the decision state's actions, so unweighted least squares leaks its
+variance into the action gap and variance weighting should matter: the ``H^4`` of
+unweighted least squares against the ``H^3`` of VWLS-MDVI, Kitamura et al. 2023,
+arXiv 2305.13185; the exponents compared are those of :mod:`theory.bounds`), with ``eps = 0.5`` absolute and
 ``K = ceil(2 H ln H)`` iterations of beta -> inf MDVI with ``alpha = gamma``. Slopes of
 ``log N*`` on ``log H`` (raw, and with K's ``ln H`` divided out) and on ``log d`` come with
 seed-bootstrap 95% intervals (:mod:`theory.fitting`) and are set beside the exponents of
@@ -34,6 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from envs import linear as linear_envs
+from experiments.plotting import figure
 from experiments.results import RunDir, format_table, write_tidy_csv
 from mdvi import Regularization
 from mdvi import linear as lin
@@ -54,7 +60,7 @@ class SampleComplexityConfig:
     """Search N*(H) and N*(d) for MDVI variants on a linear MDP family; fit the exponents."""
 
     family: Literal["F1", "F2", "F3"] = "F2"
-    """Instance family of theory-anchors §6 (F2: the gap; F3: negative control; F1: control)."""
+    """Instance family of envs.linear (F2: the weighting gap; F3: negative control; F1: control)."""
     horizons: tuple[int, ...] = (8, 16, 32, 64, 128)
     """Horizons H = 1 / (1 - gamma) of the horizon sweep."""
     epsilon: float = 0.5
@@ -128,36 +134,32 @@ def _validate(config: SampleComplexityConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames="regularization")
+@jax.jit
 def _tabular_batch(keys, model, regularization, v_star, draws_per_pair, num_iterations):
     def one(key):
-        def step(state, k):
-            return solvers.sampled_mdvi_step(
-                jax.random.fold_in(key, k), model, regularization, state, draws_per_pair, "multinomial"
-            )
-
-        state = solvers.iterate_mdvi(solvers.mdvi_init(model, regularization), step, 0, num_iterations)
-        return solvers.policy_gap(model, v_star, state, regularization)
+        init = solvers.mdvi_init(model, regularization)
+        run = solvers.iterate_mdvi(
+            model, regularization, init, num_iterations, key=key, samples_per_pair=draws_per_pair, sampler="multinomial"
+        )
+        return solvers.policy_gap(model, v_star, run.state, regularization)
 
     return jax.vmap(one)(keys)
 
 
-@functools.partial(jax.jit, static_argnames="regularization")
+@jax.jit
 def _ls_batch(keys, model, regularization, v_star, allocation, num_iterations):
     def one(key):
-        state = solvers.mdvi_init(model.tabular, regularization)
-        state, calls = lin.iterate_ls_mdvi(model, regularization, state, allocation, num_iterations, key=key)
-        return solvers.policy_gap(model.tabular, v_star, state, regularization), calls
+        init = solvers.mdvi_init(model.tabular, regularization)
+        run = lin.iterate_ls_mdvi(model, regularization, init, allocation, num_iterations, key=key)
+        return solvers.policy_gap(model.tabular, v_star, run.state, regularization), run.total_samples
 
     return jax.vmap(one)(keys)
 
 
-@functools.partial(jax.jit, static_argnames="regularization")
-def _vwls_batch(keys, model, regularization, v_star, phase1, variance, samples_per_iteration, num_iterations, phase1_iterations):
+@jax.jit
+def _vwls_batch(keys, model, regularization, v_star, phase1, variance, samples_per_iteration, phases):
     def one(key):
-        run = lin.iterate_vwls_mdvi(
-            key, model, regularization, phase1, variance, samples_per_iteration, num_iterations, phase1_iterations
-        )
+        run = lin.iterate_vwls_mdvi(key, model, regularization, phase1, variance, samples_per_iteration, phases)
         return solvers.policy_gap(model.tabular, v_star, run.state, regularization), run.total_samples
 
     return jax.vmap(one)(keys)
@@ -213,7 +215,7 @@ class Point:
             variance = lin.allocate(self.model, self.design, max(1, round(self.variance_ratio * M)), pad_to=self.pad)
             gaps, calls = _vwls_batch(
                 self.keys, self.model, self.regularization, self.v_star, phase1, variance, M,
-                self.num_iterations, self.phase1_iterations,
+                lin.VWLSPhases(self.num_iterations, self.phase1_iterations),
             )  # fmt: skip
             calls = float(np.mean(np.asarray(calls)))
         else:
@@ -472,17 +474,17 @@ def _slope_table(slopes) -> list[dict]:
 
 
 def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
-    import matplotlib
-    import matplotlib.ticker
+    panels = 2 if d_rows else 1
+    with figure(path, 1, panels, figsize=(6.2 * panels, 4.4), squeeze=False) as (_, axes):
+        _draw_sweeps(axes, panels, config, h_rows, d_rows, raw_fits, dim_fits)
+    return Path(path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _draw_sweeps(axes, panels, config, h_rows, d_rows, raw_fits, dim_fits):
+    import matplotlib.ticker as ticker
     import pandas as pd
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook")
-    panels = 2 if d_rows else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.4), squeeze=False)
     palette = dict(zip(ALGORITHMS, sns.color_palette("deep", len(ALGORITHMS))))
     sweeps = ((axes[0, 0], h_rows, "horizon", "horizon H = 1/(1-gamma)"), (axes[0, -1], d_rows, "dim", "feature dimension d"))
     for ax, rows, key, xlabel in sweeps:
@@ -511,7 +513,7 @@ def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
         ax.set_yscale("log")
         ticks = sorted(frame[key].unique())
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xlabel(xlabel)
         ax.set_ylabel("N* (generative-model calls)")
         ax.legend(fontsize=7, loc="upper left")
@@ -519,10 +521,6 @@ def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
     axes[0, 0].set_title(title, fontsize=9)
     if panels == 2:
         axes[0, 1].set_title(f"dimension sweep: block copies at H = {config.dim_horizon}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 def demo_section(out: Path):

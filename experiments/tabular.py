@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 
 from envs import tabular as tabular_envs
 from experiments.plotting import plot_lines
+from experiments.resources import check_memory
 from experiments.results import RunDir, format_table, tidy_rows
-from mdvi import Regularization
+from experiments.stats import mean_se
+from mdvi import Regularization, loop
 from mdvi import tabular as solvers
 
 
@@ -83,6 +85,37 @@ class TabularConfig:
         alpha = self.discount if self.alpha is None else self.alpha
         return Regularization.from_alpha_beta(alpha, self.beta)
 
+    def shape(self) -> tuple[int, int]:
+        """``(S, A)`` of the MDP :meth:`build_mdp` would build, without building it."""
+        if self.env == "garnet":
+            return self.num_states, self.num_actions
+        if self.env == "chain":
+            return self.num_states, 2
+        if self.env == "gridworld":
+            return self.grid_size**2, 4
+        return self.num_actions + 2, self.num_actions  # arm: a decision state, an arm state each, and a sink
+
+
+# Bytes per held row of the tidy metrics table (a Python dict of five fields).
+_ROW_BYTES = 400
+
+
+def required_bytes(config: TabularConfig) -> int:
+    """Peak memory of a run, from its largest arrays (float64, int32 indices).
+
+    The generators build the dense ``P`` (``S A S``) and the model may copy it; each exact
+    policy evaluation solves an ``S x S`` system, once per seed when vmapped; the iid sampler
+    holds ``S A M`` uniforms, indices and gathered values per seed; every (seed, iteration)
+    becomes a row of the metrics table.
+    """
+    S, A = config.shape()
+    K, seeds = config.iterations, config.seeds
+    exact = 2 * S * A * S * 8 + 3 * S * S * 8
+    per_seed = [S * A * M * 20 + 2 * S * S * 8 + 4 * S * A * 8 for M in config.samples_per_pair]
+    sampled = seeds * max(per_seed, default=0)
+    rows = _ROW_BYTES * K * (1 + seeds * len(config.samples_per_pair))
+    return exact + sampled + rows
+
 
 def _validate(config: TabularConfig) -> None:
     if config.iterations < 1:
@@ -93,14 +126,13 @@ def _validate(config: TabularConfig) -> None:
         raise ValueError(f"chunk must be >= 1, got {config.chunk}")
     if any(m < 1 for m in config.samples_per_pair):
         raise ValueError(f"samples_per_pair must all be >= 1, got {config.samples_per_pair}")
-
-
-def _chunks(total: int, chunk: int):
-    start = 0
-    while start < total:
-        size = min(chunk, total - start)
-        yield start, size
-        start += size
+    if min(config.shape()) < 1:
+        raise ValueError(f"the {config.env} MDP needs at least one state and one action, got (S, A) = {config.shape()}")
+    what = (
+        f"tabular with S = {config.shape()[0]}, A = {config.shape()[1]}, {config.seeds} seeds, "
+        f"M up to {max(config.samples_per_pair, default=0)} and {config.iterations} iterations"
+    )
+    check_memory(required_bytes(config), what)
 
 
 def run(config: TabularConfig) -> dict:
@@ -108,6 +140,21 @@ def run(config: TabularConfig) -> dict:
     _validate(config)
     with jax.enable_x64(True):
         return _run(config)
+
+
+def _sampled_chunk(M: int):
+    """One chunk of sampled MDVI for every seed: ``(keys, states, start, size, model, regularization, v_star)``.
+
+    The model, ``V*`` and the regularization are arguments, not closure constants: XLA would
+    otherwise fold them into the program (slow compiles, a copy of ``P`` per chunk size).
+    """
+
+    def one(key, state, start, size, model, regularization, v_star):
+        return solvers.run_mdvi(
+            model, regularization, state, size, start=start, key=key, samples_per_pair=M, v_star=v_star
+        )
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None, None, None, None)), static_argnums=3)
 
 
 def _run(config: TabularConfig) -> dict:
@@ -122,59 +169,42 @@ def _run(config: TabularConfig) -> dict:
     rows: list[dict] = []
     summary_rows: list[dict] = []
 
+    def progress(description: str):
+        return tqdm(total=K, desc=description, disable=not config.progress, leave=False)
+
     # Exact MDVI, chunked for progress.
-    state = solvers.mdvi_init(model, regularization)
-    gaps = []
-    bar = tqdm(total=K, desc="exact MDVI", disable=not config.progress, leave=False)
-    for start, size in _chunks(K, config.chunk):
-        out = solvers.run_mdvi(model, regularization, state, size, start=start, v_star=v_star)
-        state = out.state
-        gaps.append(np.asarray(out.gap))
-        bar.update(size)
-    bar.close()
-    exact_gap = np.concatenate(gaps)
-    rows += tidy_rows("exact", "gap", exact_gap)
+    with progress("exact MDVI") as bar:
+        exact = loop.run_in_chunks(
+            lambda state, start, size: solvers.run_mdvi(model, regularization, state, size, start=start, v_star=v_star),
+            solvers.mdvi_init(model, regularization), K, config.chunk, bar.update,
+        )  # fmt: skip
+    rows += tidy_rows("exact", "gap", exact.gap)
     summary_rows.append(
-        {"variant": "exact", "M": "-", "final_gap": float(exact_gap[-1]), "gap_se": 0.0, "calls_per_run": 0}
+        {"variant": "exact", "M": "-", "final_gap": float(exact.gap[-1]), "gap_se": 0.0, "calls_per_run": 0}
     )
 
     # Sampled MDVI: all seeds in one vmapped call per chunk.
     keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-
-    def chunk_fn(M):
-        # model and V* are arguments, not closure constants: XLA would otherwise fold them
-        # into the program (slow compiles, a copy of P per compiled chunk size).
-        def one(key, state, model, v_star, start, size):
-            return solvers.run_mdvi(
-                model, regularization, state, size, start=start, key=key, samples_per_pair=M, v_star=v_star
-            )
-
-        return jax.vmap(one, in_axes=(0, 0, None, None, None, None))
-
+    init = solvers.mdvi_init(model, regularization)
+    seeded_init = jax.tree.map(lambda x: np.broadcast_to(x, (config.seeds, *x.shape)), init)
     for M in config.samples_per_pair:
-        init = solvers.mdvi_init(model, regularization)
-        states = jax.tree.map(lambda x: np.broadcast_to(x, (config.seeds, *x.shape)), init)
-        gaps, calls = [], 0
-        bar = tqdm(total=K, desc=f"sampled MDVI M={M} x{config.seeds} seeds", disable=not config.progress, leave=False)
-        runner = jax.jit(chunk_fn(M), static_argnums=5)
-        for start, size in _chunks(K, config.chunk):
-            out = runner(keys, states, model, v_star, start, size)
-            states = out.state
-            gaps.append(np.asarray(out.gap))
-            calls += int(np.asarray(out.samples)[0].sum())
-            bar.update(size)
-        bar.close()
-        gap = np.concatenate(gaps, axis=1)
+        chunk = _sampled_chunk(M)
+
+        def advance(states, start, size, chunk=chunk):
+            return chunk(keys, states, start, size, model, regularization, v_star)
+
+        with progress(f"sampled MDVI M={M} x{config.seeds} seeds") as bar:
+            sampled = loop.run_in_chunks(advance, seeded_init, K, config.chunk, bar.update)
         variant = f"M={M}"
-        rows += tidy_rows(variant, "gap", gap)
-        final = gap[:, -1]
+        rows += tidy_rows(variant, "gap", sampled.gap)
+        final_gap, gap_se = mean_se(sampled.gap[:, -1])
         summary_rows.append(
             {
                 "variant": variant,
                 "M": M,
-                "final_gap": float(final.mean()),
-                "gap_se": float(final.std(ddof=1) / math.sqrt(len(final))) if len(final) > 1 else 0.0,
-                "calls_per_run": calls,
+                "final_gap": final_gap,
+                "gap_se": gap_se,
+                "calls_per_run": int(sampled.total_samples[0]),
             }
         )
     elapsed = time.perf_counter() - started

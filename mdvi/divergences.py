@@ -32,6 +32,11 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+# The centred form is used when the temperature exceeds 16 max |q|: above, the max shift's
+# error (about A t eps / 2) could pass 8 A eps max |q| (3e-6 relative in float32, A = 6).
+_CENTRED_RATIO = 16.0
+
+
 def _expand_temperature(temperature, q: Array) -> Array:
     temperature = jnp.asarray(temperature, dtype=q.dtype)
     return jnp.expand_dims(temperature, -1)
@@ -65,30 +70,66 @@ class KLDivergence(Divergence):
     name = "kl"
 
     @staticmethod
-    def _masked_max(q: Array, log_ref: Array) -> tuple[Array, Array]:
+    def _shifted_logits(q: Array, temperature, log_ref: Array):
+        """``(support, q_max, t, positive, (q - q_max) / t + log ref)`` with ``t = 0`` made safe."""
         support = log_ref > -jnp.inf
         q_max = jnp.max(jnp.where(support, q, -jnp.inf), axis=-1, keepdims=True)
-        return support, q_max
-
-    def conjugate(self, q: Array, temperature, log_ref: Array) -> Array:
-        # V = q_max + t * log sum_a ref(a) exp((q(a) - q_max) / t): every exponent is
-        # <= log ref(a), so nothing overflows, and the sum holds ref(argmax) > 0, so the log
-        # is finite. At t = 0 the value is the max over the support of ref.
-        support, q_max = self._masked_max(q, log_ref)
         t = _expand_temperature(temperature, q)
         positive = t > 0
         safe_t = jnp.where(positive, t, jnp.ones_like(t))
-        exponent = jnp.where(support, (q - q_max) / safe_t + log_ref, -jnp.inf)
-        log_mass = jnp.log(jnp.sum(jnp.exp(exponent), axis=-1, keepdims=True))
-        value = jnp.where(positive, q_max + safe_t * log_mass, q_max)
+        # q - q_max as before; an infinite max keeps only the actions that reach it
+        shifted = jnp.where(jnp.isfinite(q_max), q - q_max, jnp.where(q == q_max, 0.0, -jnp.inf))
+        logits = jnp.where(support, shifted / safe_t + log_ref, -jnp.inf)
+        return support, q_max, safe_t, positive, logits
+
+    def conjugate(self, q: Array, temperature, log_ref: Array) -> Array:
+        """``t log sum_a ref(a) exp(q(a) / t)``, accurate for every ``t`` in ``[0, inf]``.
+
+        Two exact rewritings of the same value, chosen per row by comparing ``t`` with the
+        scale ``c = max |q|`` (over the support of ``ref``); ``m = sum_a p(a) q(a)`` is the
+        reference mean (``p = ref / Z``, ``Z`` the mass of ``ref``):
+
+        * ``t <= 16 c`` (max shift): ``max q + t log sum_a ref(a) exp((q(a) - max q) / t)``.
+          Every exponent is ``<= log ref(a)``, so nothing overflows; the rounding error of
+          the sum (about ``A eps / 2``) is multiplied by ``t <= 16 c``: below ``8 A eps c``.
+        * ``t > 16 c`` (centred): ``m + t log Z + t log1p(sum_a p(a) expm1((q(a) - m) / t))``.
+          The exponents lie in ``(-1/8, 1/8)``; the sum is ``>= 0`` (Jensen) and carries the
+          ``Var_p(q) / (2 t)`` correction with full relative precision, where the max shift
+          would lose it (``t`` times a rounding error near 1). ``t = inf`` gives
+          ``m + inf * log Z``: the reference mean for a probability ``ref``.
+
+        Below the switch the result is bit-for-bit the classical max-shifted log-sum-exp.
+
+        A reference whose mass is 1 up to rounding (``|log Z| <= A eps``) counts as a
+        probability vector (``log Z = 0``). ``t = 0`` is the max over the support;
+        ``+inf`` in ``q`` (on the support) gives ``+inf``, a support of ``-inf`` gives ``-inf``.
+        """
+        support, q_max, safe_t, positive, logits = self._shifted_logits(q, temperature, log_ref)
+        t = _expand_temperature(temperature, q)
+        # Max shift.
+        log_sum = jnp.log(jnp.sum(jnp.exp(logits), axis=-1, keepdims=True))
+        shifted = jnp.where(positive, q_max + safe_t * log_sum, q_max)
+        # Centred on the reference mean.
+        eps = jnp.finfo(q.dtype).eps
+        log_mass = jax.nn.logsumexp(log_ref, axis=-1, keepdims=True)
+        p = jnp.where(support, jnp.exp(log_ref - log_mass), 0.0)
+        log_mass = jnp.where(jnp.abs(log_mass) <= q.shape[-1] * eps, 0.0, log_mass)
+        finite = jnp.all(jnp.isfinite(q) | ~support, axis=-1, keepdims=True)
+        q_safe = jnp.where(support & finite, q, 0.0)
+        mean = jnp.sum(p * q_safe, axis=-1, keepdims=True)
+        scale = jnp.max(jnp.abs(q_safe), axis=-1, keepdims=True)
+        centred = finite & positive & (_CENTRED_RATIO * scale < t)
+        t_centred = jnp.where(centred & jnp.isfinite(t), t, 1.0)
+        x = jnp.where(support & centred, (q_safe - mean) / t_centred, 0.0)
+        excess = jnp.sum(p * jnp.expm1(x), axis=-1, keepdims=True)
+        correction = jnp.where(jnp.isinf(t), 0.0, t_centred * jnp.log1p(excess))
+        mass_term = jnp.where(log_mass == 0.0, 0.0, jnp.where(centred, t, 0.0) * log_mass)
+        value = jnp.where(centred, mean + correction + mass_term, shifted)
+        value = jnp.where(jnp.isinf(q_max), q_max, value)
         return jnp.squeeze(value, -1)
 
     def greedy_log_policy(self, q: Array, temperature, log_ref: Array) -> Array:
-        support, q_max = self._masked_max(q, log_ref)
-        t = _expand_temperature(temperature, q)
-        positive = t > 0
-        safe_t = jnp.where(positive, t, jnp.ones_like(t))
-        logits = jnp.where(support, (q - q_max) / safe_t + log_ref, -jnp.inf)
+        support, q_max, _, positive, logits = self._shifted_logits(q, temperature, log_ref)
         soft = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
         # t = 0: uniform over the maximisers inside the support (ties split evenly).
         is_max = support & (q == q_max)

@@ -11,16 +11,16 @@ least-squares fit, over the support points ``(x_i, a_i)`` of a design, of the sa
 
 with ``n_i = ceil(rho_i N)`` draws at point ``i`` (the Lattimore-Szepesvari allocation of a
 per-iteration budget ``N`` by the design ``rho``) and regression weights ``f_i``. The running
-sum ``s_k = q_k + alpha s_{k-1}`` stays linear in ``phi``; the policy, the soft value and the
-update are the core's (:func:`mdvi.tabular.mdvi_update`, :func:`mdvi.regularized.soft_value`),
-and the loop is :func:`mdvi.tabular.scan_mdvi`.
+sum ``s_k = q_k + alpha s_{k-1}`` stays linear in ``phi``; the state, the update and the loop
+are the ones of every MDVI variant (:mod:`mdvi.loop`): this module only supplies the
+least-squares estimate of ``q_{k+1}``.
 
 * **LS-MDVI**: ``f = 1`` and the G-optimal design of ``phi``.
 * **Oracle-weighted LS-MDVI**: ``f* = 1 / (Var_{P}(V*)(x, a) + H)`` (the Maze code's
   ``f* = H / (Var + H)`` up to a constant, which a weighted regression ignores) and the
   G-optimal design of ``sqrt(f*) phi``: the upper reference.
-* **VWLS-MDVI** (:func:`vwls_mdvi`), our statement of the paper's two phases (the exact theorem
-  was not retrievable; see ``../shared/reference/dvw-vwls-mdvi.md`` §2):
+* **VWLS-MDVI** (:func:`vwls_mdvi`), our statement of the two phases of Kitamura et al.
+  (2023, Alg. 2, "VWLS-MDVI"; the constants of their theorem are not reproduced here):
 
   1. ``K_1`` iterations of LS-MDVI (``f = 1``), enough for a roughly ``sqrt(H)``-accurate value
      ``v_hat = w_{K_1} - alpha w_{K_1 - 1}`` (the notebook uses ``K_1 = 0.2 K``);
@@ -29,19 +29,24 @@ and the loop is :func:`mdvi.tabular.scan_mdvi`.
      ``P v_hat^2`` are linear in ``phi``) and set
      ``sigma_hat^2 = clip(phi^T theta_2 - (phi^T theta_1)^2, 0, H^2)``;
   3. floor and weights: ``f = 1 / (sigma_hat^2 + H)`` (the additive ``+H`` floor: from
-     ``sqrt(Var v*) <= sqrt(Var v_hat) + ||v_hat - v*||`` the floor covers the error of a
-     ``sqrt(H)``-accurate ``v_hat``);
+     ``sqrt(Var v*) <= sqrt(Var v_hat) + ||v_hat - v*||_inf`` (the triangle inequality for the
+     standard deviation), ``Var v* <= 2 Var v_hat + 2 ||v_hat - v*||^2`` and the floor ``H``
+     covers the error term of a ``sqrt(H)``-accurate ``v_hat``);
   4. the G-optimal design of ``sqrt(f) phi`` (computed inside the jitted run,
      :func:`theory.design.design_weights`) and ``K - K_1`` iterations of weighted LS-MDVI.
 
 Every generative-model call is counted: ``samples[k]`` per iteration plus the variance fit.
-``sampler="multinomial"`` draws each point's ``n_i`` next states as one multinomial count
-vector (same distribution, cost free of ``n_i``), ``"iid"`` draws them one by one. Everything
-is jittable and ``vmap``-able over PRNG keys; precision follows the model's dtype.
+How the draws are made travels as one :class:`envs.generative.Sampling` record
+(``"multinomial"``: each point's ``n_i`` next states as one count vector, cost free of
+``n_i``; ``"iid"``: one by one, with its static draw cap); the VWLS phase lengths as
+:class:`VWLSPhases` and the variance-fit settings as :class:`VarianceFitSettings`. ``key=None``
+regresses on exact expectations (the infinite-sample limit). Everything is jittable and
+``vmap``-able over PRNG keys; precision follows the model's dtype.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -50,16 +55,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs import generative
+from envs.generative import DEFAULT_SAMPLING, Sampling
 from envs.linear import LinearMDP
 from envs.tabular import TabularModel
-from mdvi import generative
+from mdvi import loop
 from mdvi import tabular as solvers
-from mdvi.regularized import Regularization
+from mdvi.regularized import Regularization, check_regularization
 from theory.design import Design, allocation_counts, column_space, design_weights, optimal_design
 
 Array = jax.Array
 
-SAMPLERS = ("exact", *generative.SAMPLERS)
 VARIANCE_KEY_TAG = 2**31 - 1  # fold_in tag of the variance-fit draws (iterations use k)
 
 
@@ -154,7 +160,7 @@ def allocate(
     return Allocation(
         states=jnp.asarray(support // A),
         actions=jnp.asarray(support % A),
-        draws=jnp.asarray(draws, solvers.count_dtype()),
+        draws=jnp.asarray(draws, loop.count_dtype()),
         weights=jnp.asarray(weights, dtype),
     )
 
@@ -162,7 +168,7 @@ def allocate(
 def full_allocation(model: LinearModel, design_weights_: Array, samples_per_iteration, regression_weights: Array) -> Allocation:
     """In-jit allocation over every pair (design weights may be traced): zero draws off the support."""
     states, actions = generative.all_pairs(model.tabular)
-    draws = allocation_counts(design_weights_, samples_per_iteration).astype(solvers.count_dtype())
+    draws = allocation_counts(design_weights_, samples_per_iteration).astype(loop.count_dtype())
     return Allocation(states, actions, draws, regression_weights.reshape(-1))
 
 
@@ -204,51 +210,38 @@ def prediction_operator(model: LinearModel, allocation: Allocation) -> Array:
     return model.flat_features @ operator
 
 
-def next_means(
-    key: Array | None,
-    model: LinearModel,
-    allocation: Allocation,
-    values: Array,
-    sampler: str,
-    max_draws: int | None = None,
-) -> Array:
+def next_means(key: Array | None, model: LinearModel, allocation: Allocation, values: Array, sampling: Sampling) -> Array:
     """Estimates of ``(P values)(x_i, a_i)`` at the allocation's points: ``[m]`` or ``[V, m]``.
 
-    ``sampler="exact"`` (or ``key=None``) returns the exact expectations (regression on
-    expectations, the infinite-sample limit); otherwise sample means of ``draws_i`` calls.
+    ``key=None`` returns the exact expectations (regression on expectations, the
+    infinite-sample limit); otherwise sample means of ``draws_i`` calls.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    if key is None or sampler == "exact":
+    if key is None:
         expected = jax.vmap(functools.partial(solvers.expected_next, model.tabular))(jnp.atleast_2d(values))
         means = expected[:, allocation.states, allocation.actions]
         return means if values.ndim == 2 else means[0]
     return generative.sampled_means_at(
-        key, model.tabular, allocation.states, allocation.actions, allocation.draws, values, sampler, max_draws
+        key, model.tabular, allocation.states, allocation.actions, allocation.draws, values, sampling
     )
 
 
-def ls_mdvi_step(
-    key: Array | None,
-    model: LinearModel,
-    regularization: Regularization,
-    state: solvers.MDVIState,
-    allocation: Allocation,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
-    prediction: Array | None = None,
-) -> solvers.MDVIState:
-    """One (weighted) least-squares MDVI iteration (module docstring); ``key=None`` is exact.
+def ls_step(key: Array | None, model: LinearModel, allocation: Allocation, sampling: Sampling):
+    """The least-squares estimate of ``q_{k+1}`` (module docstring) as a :data:`mdvi.loop.Step`.
 
-    ``prediction``: :func:`prediction_operator` of the allocation, if already computed.
-    Calls: ``sum(allocation.draws)`` (0 if exact).
+    Iteration ``k`` draws with ``fold_in(key, k)`` (the convention of tabular sampled MDVI);
+    the Gram matrix of the fixed allocation is factored once. Calls per iteration:
+    ``sum(allocation.draws)`` (0 if ``key`` is None).
     """
-    prediction = prediction_operator(model, allocation) if prediction is None else prediction
-    v = solvers.mdvi_value(state, regularization)
-    means = next_means(key, model, allocation, v, sampler, max_draws)
-    targets = model.tabular.reward[allocation.states, allocation.actions] + model.tabular.discount * means
-    q_next = (prediction @ targets).reshape(model.tabular.reward.shape)
-    return solvers.mdvi_update(state, q_next, regularization)
+    prediction = prediction_operator(model, allocation)
+    reward = model.tabular.reward[allocation.states, allocation.actions]
+    calls = 0 if key is None else allocation.calls
+
+    def step(v, k):
+        step_key = None if key is None else jax.random.fold_in(key, k)
+        targets = reward + model.tabular.discount * next_means(step_key, model, allocation, v, sampling)
+        return (prediction @ targets).reshape(model.tabular.reward.shape), calls
+
+    return step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,74 +249,49 @@ def ls_mdvi_step(
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_sampling(key, sampler: str, max_draws) -> None:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    if key is not None and sampler == "iid" and max_draws is None:
-        raise ValueError("the iid sampler needs max_draws (a static bound on the draws per point)")
+def _check_linear(key, regularization, sampling: Sampling, v_star, model: LinearModel) -> None:
+    check_regularization(regularization)
+    if not isinstance(sampling, Sampling):
+        raise ValueError(f"sampling must be an envs.generative.Sampling, got {sampling!r}")
+    if key is not None:
+        sampling.check()
+    S = model.tabular.num_states
+    if v_star is not None and jnp.shape(v_star) != (S,):
+        raise ValueError(f"v_star must have shape ({S},) (one value per state), got {jnp.shape(v_star)}")
 
 
-def _ls_step_fn(key, model, regularization, allocation, sampler, max_draws):
-    prediction = prediction_operator(model, allocation)
-
-    def step(state, k):
-        step_key = None if key is None else jax.random.fold_in(key, k)
-        return ls_mdvi_step(step_key, model, regularization, state, allocation, sampler, max_draws, prediction)
-
-    return step
-
-
-@functools.partial(jax.jit, static_argnames=("regularization", "num_iterations", "sampler", "max_draws"))
-def run_ls_mdvi(
+def ls_mdvi_run(
     model: LinearModel,
     regularization: Regularization,
-    state: solvers.MDVIState,
-    allocation: Allocation,
-    num_iterations: int,
-    *,
-    start: int | Array = 0,
-    key: Array | None = None,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
-    v_star: Array | None = None,
-) -> solvers.MDVIRun:
-    """Advance (weighted) LS-MDVI by ``num_iterations`` from ``state`` (``start`` iterations done).
-
-    Exact (regression on expectations) when ``key`` is None. Iteration ``k`` draws with
-    ``fold_in(key, k)``, the convention of :func:`mdvi.tabular.run_mdvi`, so with one-hot
-    features, every pair in the allocation and ``sampler="iid"`` it sees the very samples of
-    tabular sampled MDVI.
-    """
-    _check_sampling(key, sampler, max_draws)
-    step = _ls_step_fn(key, model, regularization, allocation, sampler, max_draws)
-    ks = jnp.arange(num_iterations) + start
-    state, gaps = solvers.scan_mdvi(model.tabular, regularization, state, step, ks, v_star)
-    calls = 0 if key is None else allocation.calls
-    return solvers.MDVIRun(state=state, gap=gaps, samples=jnp.full((num_iterations,), calls, solvers.count_dtype()))
-
-
-@functools.partial(jax.jit, static_argnames=("regularization", "sampler", "max_draws"))
-def iterate_ls_mdvi(
-    model: LinearModel,
-    regularization: Regularization,
-    state: solvers.MDVIState,
+    state: loop.MDVIState,
     allocation: Allocation,
     num_iterations,
     *,
     start=0,
     key: Array | None = None,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
-) -> tuple[solvers.MDVIState, Array]:
-    """:func:`run_ls_mdvi` without per-iterate records; ``num_iterations`` may be traced.
+    sampling: Sampling = DEFAULT_SAMPLING,
+    v_star: Array | None = None,
+    record: bool = True,
+) -> loop.MDVIRun:
+    """Advance (weighted) LS-MDVI by ``num_iterations`` from ``state`` (``start`` iterations done).
 
-    Returns ``(final state, calls made)``; the same iterates as :func:`run_ls_mdvi`.
+    Exact (regression on expectations) when ``key`` is None. Iteration ``k`` draws with
+    ``fold_in(key, k)``, the convention of :func:`mdvi.tabular.run_mdvi`, so with one-hot
+    features, every pair in the allocation and the iid sampler it sees the very samples of
+    tabular sampled MDVI. Jitted as :func:`run_ls_mdvi` (``record=True``: each iterate's gap,
+    with ``v_star``, and calls; ``num_iterations`` static) and :func:`iterate_ls_mdvi`
+    (``record=False``: the same iterates and total calls; ``num_iterations`` may be traced).
     """
-    _check_sampling(key, sampler, max_draws)
-    step = _ls_step_fn(key, model, regularization, allocation, sampler, max_draws)
-    state = solvers.iterate_mdvi(state, step, start, num_iterations)
-    calls = 0 if key is None else allocation.calls * num_iterations
-    return state, jnp.asarray(calls, solvers.count_dtype())
+    if record:
+        num_iterations = loop.check_iterations("num_iterations", num_iterations)
+    _check_linear(key, regularization, sampling, v_star, model)
+    evaluate = None if v_star is None else (lambda state: solvers.policy_gap(model.tabular, v_star, state, regularization))
+    step = ls_step(key, model, allocation, sampling)
+    return loop.mdvi_loop(step, regularization, state, start, num_iterations, evaluate=evaluate, record=record)
+
+
+run_ls_mdvi = loop.jit_variant(ls_mdvi_run, ("num_iterations", "sampling"), record=True)
+iterate_ls_mdvi = loop.jit_variant(ls_mdvi_run, ("sampling",), record=False, v_star=None)
 
 
 def ls_mdvi(
@@ -333,21 +301,22 @@ def ls_mdvi(
     allocation: Allocation,
     num_iterations: int,
     *,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
+    sampling: Sampling = DEFAULT_SAMPLING,
     v_star: Array | None = None,
-) -> solvers.MDVIRun:
+) -> loop.MDVIRun:
     """(Weighted) LS-MDVI from the standard initialisation; ``vmap`` over ``key`` for seeds."""
-    state = solvers.mdvi_init(model.tabular, regularization)
-    return run_ls_mdvi(
-        model, regularization, state, allocation, num_iterations,
-        key=key, sampler=sampler, max_draws=max_draws, v_star=v_star,
-    )  # fmt: skip
+    state = loop.mdvi_init(model.tabular, check_regularization(regularization))
+    return run_ls_mdvi(model, regularization, state, allocation, num_iterations, key=key, sampling=sampling, v_star=v_star)
 
 
 # ---------------------------------------------------------------------------------------------
 # Variance weights
 # ---------------------------------------------------------------------------------------------
+
+
+def horizon(model: LinearModel) -> Array:
+    """``H = 1 / (1 - gamma)``: the variance clip ``H^2`` and the default additive floor."""
+    return 1.0 / (1.0 - model.tabular.discount)
 
 
 def next_state_variance(model: TabularModel, values: Array) -> Array:
@@ -362,9 +331,29 @@ def variance_weights(variance: Array, floor) -> Array:
     return 1.0 / (variance + floor)
 
 
+@dataclasses.dataclass(frozen=True)
+class VarianceFitSettings:
+    """Settings of VWLS-MDVI's variance fit (steps 2-4 of the module docstring).
+
+    Attributes:
+      floor: the additive variance floor (None: ``H = 1 / (1 - gamma)``).
+      design_tolerance, design_max_iterations: of the in-jit weighted G-optimal design.
+    """
+
+    floor: float | None = None
+    design_tolerance: float = 1e-3
+    design_max_iterations: int = 2000
+
+    def floor_for(self, model: LinearModel):
+        """The floor in use: ``floor``, or ``H`` when it is None (computed here, once)."""
+        return horizon(model) if self.floor is None else self.floor
+
+
+DEFAULT_FIT = VarianceFitSettings()
+
 def oracle_weights(model: LinearModel, v_star: Array, floor=None) -> Array:
     """The oracle ``f* = 1 / (Var_P(V*) + H)`` (``floor`` defaults to ``H = 1 / (1 - gamma)``)."""
-    floor = 1.0 / (1.0 - model.tabular.discount) if floor is None else floor
+    floor = VarianceFitSettings(floor).floor_for(model)
     return variance_weights(next_state_variance(model.tabular, v_star), floor)
 
 
@@ -381,12 +370,8 @@ def fit_variance_weights(
     model: LinearModel,
     v_hat: Array,
     allocation: Allocation,
-    *,
-    floor,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
-    design_tolerance=1e-3,
-    design_max_iterations=2000,
+    settings: VarianceFitSettings = DEFAULT_FIT,
+    sampling: Sampling = DEFAULT_SAMPLING,
 ) -> VarianceFit:
     """VWLS-MDVI steps 2-4 (module docstring): variance regression, floor, weighted design.
 
@@ -395,135 +380,92 @@ def fit_variance_weights(
     ``sigma_hat^2 = clip(phi^T theta_2 - (phi^T theta_1)^2, 0, H^2)``, ``f = 1 / (sigma_hat^2 +
     floor)`` and computes the design of ``sqrt(f) phi`` in-jit. ``key=None``: exact moments.
     """
-    horizon = 1.0 / (1.0 - model.tabular.discount)
-    moments = next_means(key, model, allocation, jnp.stack([v_hat, v_hat * v_hat]), sampler, max_draws)
+    moments = next_means(key, model, allocation, jnp.stack([v_hat, v_hat * v_hat]), sampling)
     features = model.features[allocation.states, allocation.actions]
     theta = weighted_least_squares(features, allocation.draws.astype(features.dtype), moments)
     fitted = jnp.einsum("sar,vr->vsa", model.features, theta)
-    variance = jnp.clip(fitted[1] - fitted[0] ** 2, 0.0, horizon**2)
-    weights = variance_weights(variance, floor)
+    variance = jnp.clip(fitted[1] - fitted[0] ** 2, 0.0, horizon(model) ** 2)
+    weights = variance_weights(variance, settings.floor_for(model))
     weighted_features = jnp.sqrt(weights).reshape(-1, 1) * model.flat_features
-    design_state = design_weights(weighted_features, design_tolerance, design_max_iterations)
-    calls = 0 if key is None else allocation.calls
-    return VarianceFit(variance, weights, design_state.weights, design_state.g_over_d, jnp.asarray(calls, solvers.count_dtype()))
+    design_state = design_weights(weighted_features, settings.design_tolerance, settings.design_max_iterations)
+    calls = jnp.asarray(0 if key is None else allocation.calls, loop.count_dtype())
+    return VarianceFit(variance, weights, design_state.weights, design_state.g_over_d, calls)
+
+
+class VWLSPhases(NamedTuple):
+    """VWLS-MDVI's schedule: ``K`` iterations in all, the first ``K_1`` unweighted.
+
+    Python ints for :func:`vwls_mdvi` (static: the records have length ``K``); may be traced
+    in :func:`iterate_vwls_mdvi` (one compiled program for every horizon).
+    """
+
+    num_iterations: int
+    phase1_iterations: int
+
+    def check(self) -> VWLSPhases:
+        K, K1 = self
+        if isinstance(K, (int, np.integer)) and isinstance(K1, (int, np.integer)) and not 0 <= K1 <= K:
+            raise ValueError(f"need 0 <= phase1_iterations <= num_iterations, got {K1}, {K}")
+        return self
 
 
 class VWLSRun(NamedTuple):
-    state: solvers.MDVIState  # after all K iterations
+    state: loop.MDVIState  # after all K iterations
     gap: Array | None  # [K] ||V* - V^{pi_k}||_inf (NaN without v_star); None from iterate_vwls_mdvi
     samples: Array | None  # [K] calls of each iteration (phase 1, then phase 2); None likewise
     total_samples: Array  # every call: both phases and the variance fit
     fit: VarianceFit
 
 
-_VWLS_STATIC = ("regularization", "sampler", "max_draws", "design_max_iterations")
-
-
-def _vwls_check(key, sampler, max_draws, phase1_iterations, num_iterations):
-    _check_sampling(key, sampler, max_draws)
-    if isinstance(phase1_iterations, int) and isinstance(num_iterations, int):
-        if not 0 <= phase1_iterations <= num_iterations:
-            raise ValueError(f"need 0 <= phase1_iterations <= num_iterations, got {phase1_iterations}, {num_iterations}")
-
-
-@functools.partial(jax.jit, static_argnames=(*_VWLS_STATIC, "num_iterations", "phase1_iterations"))
-def vwls_mdvi(
+def vwls_mdvi_run(
     key: Array | None,
     model: LinearModel,
     regularization: Regularization,
     phase1: Allocation,
     variance_allocation: Allocation,
     samples_per_iteration,
-    num_iterations: int,
-    phase1_iterations: int,
+    phases: VWLSPhases,
     *,
-    variance_floor=None,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
+    sampling: Sampling = DEFAULT_SAMPLING,
+    settings: VarianceFitSettings = DEFAULT_FIT,
     v_star: Array | None = None,
-    design_tolerance=1e-3,
-    design_max_iterations: int = 2000,
+    record: bool = True,
 ) -> VWLSRun:
     """VWLS-MDVI (module docstring): LS phase, variance fit, weighted design, weighted phase.
 
     Args:
       key: PRNG key (None: exact, regression on expectations throughout).
-      phase1: unweighted allocation of the first ``phase1_iterations`` iterations.
+      phase1: unweighted allocation of the first ``phases.phase1_iterations`` iterations.
       variance_allocation: draws of the variance fit (its regression weights are ignored: the
         fit is unweighted); drawn with ``fold_in(key, 2**31 - 1)``.
       samples_per_iteration: budget ``N`` of each phase-2 iteration, allocated as
         ``ceil(rho_f N)`` over the weighted design ``rho_f``.
-      num_iterations: ``K`` in all (``phase1_iterations <= K``).
-      variance_floor: the additive floor (default ``H = 1 / (1 - gamma)``).
-      max_draws: static bound on draws per point for ``sampler="iid"`` (must cover phase 1,
-        the variance fit and ``ceil(N)`` of phase 2).
-      design_tolerance, design_max_iterations: of the in-jit weighted design.
+      phases: ``VWLSPhases(K, K_1)``.
+      sampling: the sampler; ``"iid"`` needs a ``max_draws`` covering phase 1, the variance
+        fit and ``ceil(N)`` of phase 2.
+      settings: the variance fit's floor and design settings.
+      v_star: if given (and recording), each iterate's gap is recorded.
+
+    Jitted as :func:`vwls_mdvi` (``record=True``: per-iterate gaps and calls; ``phases`` Python
+    ints, static) and :func:`iterate_vwls_mdvi` (``record=False``: ``gap`` and ``samples`` are
+    None; ``phases`` may be traced, one compiled program for every horizon). Both give the
+    same iterates and the same total calls.
     """
-    _vwls_check(key, sampler, max_draws, phase1_iterations, num_iterations)
-    floor = 1.0 / (1.0 - model.tabular.discount) if variance_floor is None else variance_floor
-    state = solvers.mdvi_init(model.tabular, regularization)
-    run1 = run_ls_mdvi(
-        model, regularization, state, phase1, phase1_iterations,
-        key=key, sampler=sampler, max_draws=max_draws, v_star=v_star,
-    )  # fmt: skip
-    fit = fit_variance_weights(
-        None if key is None else jax.random.fold_in(key, VARIANCE_KEY_TAG),
-        model, solvers.mdvi_value(run1.state, regularization), variance_allocation,
-        floor=floor, sampler=sampler, max_draws=max_draws,
-        design_tolerance=design_tolerance, design_max_iterations=design_max_iterations,
-    )  # fmt: skip
+    K, K1 = phases.check()
+    state = loop.mdvi_init(model.tabular, check_regularization(regularization))
+    common = dict(key=key, sampling=sampling, v_star=v_star, record=record)
+    run1 = ls_mdvi_run(model, regularization, state, phase1, K1, start=0, **common)
+    fit_key = None if key is None else jax.random.fold_in(key, VARIANCE_KEY_TAG)
+    v_hat = loop.mdvi_value(run1.state, regularization)
+    fit = fit_variance_weights(fit_key, model, v_hat, variance_allocation, settings, sampling)
     phase2 = full_allocation(model, fit.design, samples_per_iteration, fit.weights)
-    run2 = run_ls_mdvi(
-        model, regularization, run1.state, phase2, num_iterations - phase1_iterations,
-        start=phase1_iterations, key=key, sampler=sampler, max_draws=max_draws, v_star=v_star,
-    )  # fmt: skip
-    samples = jnp.concatenate([run1.samples, run2.samples])
-    return VWLSRun(
-        state=run2.state,
-        gap=jnp.concatenate([run1.gap, run2.gap]),
-        samples=samples,
-        total_samples=jnp.sum(samples) + fit.calls,
-        fit=fit,
-    )
+    run2 = ls_mdvi_run(model, regularization, run1.state, phase2, K - K1, start=K1, **common)
+    gap = samples = None
+    if record:
+        gap, samples = jnp.concatenate([run1.gap, run2.gap]), jnp.concatenate([run1.samples, run2.samples])
+    total = run1.total_samples + run2.total_samples + fit.calls
+    return VWLSRun(state=run2.state, gap=gap, samples=samples, total_samples=total, fit=fit)
 
 
-@functools.partial(jax.jit, static_argnames=_VWLS_STATIC)
-def iterate_vwls_mdvi(
-    key: Array | None,
-    model: LinearModel,
-    regularization: Regularization,
-    phase1: Allocation,
-    variance_allocation: Allocation,
-    samples_per_iteration,
-    num_iterations,
-    phase1_iterations,
-    *,
-    variance_floor=None,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
-    design_tolerance=1e-3,
-    design_max_iterations: int = 2000,
-) -> VWLSRun:
-    """:func:`vwls_mdvi` without per-iterate records (``gap``, ``samples`` are None).
-
-    ``num_iterations`` and ``phase1_iterations`` may be traced: one compiled program serves
-    every horizon. The same iterates and the same total calls as :func:`vwls_mdvi`.
-    """
-    _vwls_check(key, sampler, max_draws, phase1_iterations, num_iterations)
-    floor = 1.0 / (1.0 - model.tabular.discount) if variance_floor is None else variance_floor
-    state = solvers.mdvi_init(model.tabular, regularization)
-    state, calls1 = iterate_ls_mdvi(
-        model, regularization, state, phase1, phase1_iterations, key=key, sampler=sampler, max_draws=max_draws
-    )
-    fit = fit_variance_weights(
-        None if key is None else jax.random.fold_in(key, VARIANCE_KEY_TAG),
-        model, solvers.mdvi_value(state, regularization), variance_allocation,
-        floor=floor, sampler=sampler, max_draws=max_draws,
-        design_tolerance=design_tolerance, design_max_iterations=design_max_iterations,
-    )  # fmt: skip
-    phase2 = full_allocation(model, fit.design, samples_per_iteration, fit.weights)
-    state, calls2 = iterate_ls_mdvi(
-        model, regularization, state, phase2, num_iterations - phase1_iterations,
-        start=phase1_iterations, key=key, sampler=sampler, max_draws=max_draws,
-    )  # fmt: skip
-    return VWLSRun(state=state, gap=None, samples=None, total_samples=calls1 + calls2 + fit.calls, fit=fit)
+vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("phases", "sampling", "settings"), record=True)
+iterate_vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("sampling", "settings"), record=False, v_star=None)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdvi.divergences import KL, Divergence, get_divergence
 
@@ -33,14 +33,36 @@ Array = jax.Array
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_real(name: str, value: float) -> float:
+def _is_traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _concrete(name: str, value, valid, requirement: str):
+    """Validate a concrete hyperparameter (scalar or array); tracers pass through unchecked.
+
+    A scalar comes back as a Python float (so it prints and serialises as one), an array as
+    a JAX array. ``valid(array) -> bool array`` states the range, ``requirement`` says it.
+    """
+    if _is_traced(value):
+        return value
     try:
-        value = float(value)
+        array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if math.isnan(value):
+    if np.any(np.isnan(array)):
         raise ValueError(f"{name} must not be NaN")
-    return value
+    if not np.all(valid(array)):
+        shown = float(array) if array.ndim == 0 else array
+        raise ValueError(f"{name} must {requirement}, got {shown}")
+    return float(array) if array.ndim == 0 else jnp.asarray(value)
+
+
+def _nonnegative_finite(name: str, value):
+    return _concrete(name, value, lambda a: (a >= 0) & np.isfinite(a), "be finite and >= 0")
+
+
+def _python(*values) -> bool:
+    return all(isinstance(v, float) for v in values)
 
 
 def kl_entropy_to_munchausen(kl_weight, entropy_weight):
@@ -53,7 +75,8 @@ def kl_entropy_to_munchausen(kl_weight, entropy_weight):
     return temperature, kl_weight / temperature
 
 
-@dataclasses.dataclass(frozen=True)
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
 class Regularization:
     """KL-entropy regularization of the greedy step, stored as ``(alpha, beta)``.
 
@@ -63,71 +86,105 @@ class Regularization:
     ``alpha = 0`` it is plain value iteration, with ``alpha = gamma`` it is the beta -> inf
     MDVI analysed by Kozuno et al. (2022).
 
-    Build it with one of the ``from_*`` constructors; each validates its input.
+    A pytree with ``alpha`` and ``beta`` as leaves: a jitted solver takes it as an ordinary
+    argument and ``vmap`` sweeps it, so a grid of tau, kappa or beta runs as one compiled
+    program. Concrete values are validated (scalars kept as Python floats); traced values
+    (inside ``jit``/``vmap``) pass unchecked. Build it with one of the ``from_*`` constructors.
     """
 
-    alpha: float
-    beta: float
+    alpha: float | Array
+    beta: float | Array
 
     def __post_init__(self):
-        alpha = _check_real("alpha", self.alpha)
-        beta = _check_real("beta", self.beta)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        if not beta > 0.0:
-            raise ValueError(f"beta (inverse temperature) must be > 0 (inf allowed), got {beta}")
+        alpha = _concrete("alpha", self.alpha, lambda a: (0.0 <= a) & (a <= 1.0), "lie in [0, 1]")
+        beta = _concrete("beta", self.beta, lambda a: a > 0.0, "(inverse temperature) be > 0 (inf allowed)")
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "beta", beta)
 
+    # -- pytree -------------------------------------------------------------------------------
+    def tree_flatten(self):
+        return (self.alpha, self.beta), None
+
+    @classmethod
+    def tree_unflatten(cls, _, leaves):
+        regularization = object.__new__(cls)  # leaves may be tracers or placeholders: no checks
+        object.__setattr__(regularization, "alpha", leaves[0])
+        object.__setattr__(regularization, "beta", leaves[1])
+        return regularization
+
     # -- constructors -----------------------------------------------------------------------
     @classmethod
-    def from_alpha_beta(cls, alpha: float, beta: float) -> Regularization:
+    def from_alpha_beta(cls, alpha, beta) -> Regularization:
         return cls(alpha=alpha, beta=beta)
 
     @classmethod
-    def from_kl_entropy(cls, kl_weight: float, entropy_weight: float) -> Regularization:
+    def from_kl_entropy(cls, kl_weight, entropy_weight) -> Regularization:
         """``tau`` (KL weight) and ``kappa`` (entropy weight), both >= 0 and finite.
 
         ``tau = kappa = 0`` is unregularized value iteration: ``alpha = 0, beta = inf``.
         """
-        tau = _check_real("kl_weight (tau)", kl_weight)
-        kappa = _check_real("entropy_weight (kappa)", entropy_weight)
-        for name, value in (("kl_weight (tau)", tau), ("entropy_weight (kappa)", kappa)):
-            if not (value >= 0.0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be finite and >= 0, got {value}")
-        if tau + kappa == 0.0:
-            return cls(alpha=0.0, beta=math.inf)
-        temperature, alpha = kl_entropy_to_munchausen(tau, kappa)
-        return cls(alpha=alpha, beta=1.0 / temperature)
+        tau = _nonnegative_finite("kl_weight (tau)", kl_weight)
+        kappa = _nonnegative_finite("entropy_weight (kappa)", entropy_weight)
+        if _python(tau, kappa):
+            if tau + kappa == 0.0:
+                return cls(alpha=0.0, beta=math.inf)
+            temperature, alpha = kl_entropy_to_munchausen(tau, kappa)
+            return cls(alpha=alpha, beta=1.0 / temperature)
+        temperature = jnp.asarray(tau + kappa)
+        positive = temperature > 0
+        safe = jnp.where(positive, temperature, 1.0)
+        alpha = jnp.where(positive, tau / safe, 0.0)
+        return cls(alpha=alpha, beta=jnp.where(positive, 1.0 / safe, jnp.inf))
 
     @classmethod
-    def from_munchausen(cls, temperature: float, munchausen_alpha: float) -> Regularization:
+    def from_munchausen(cls, temperature, munchausen_alpha) -> Regularization:
         """M-DQN's ``tau_M`` (softmax temperature, >= 0) and Munchausen scale ``alpha_M``."""
-        temperature = _check_real("temperature", temperature)
-        if not (temperature >= 0.0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
-        beta = math.inf if temperature == 0.0 else 1.0 / temperature
+        temperature = _nonnegative_finite("temperature", temperature)
+        if _python(temperature):
+            beta = math.inf if temperature == 0.0 else 1.0 / temperature
+        else:
+            positive = temperature > 0
+            beta = jnp.where(positive, 1.0 / jnp.where(positive, temperature, 1.0), jnp.inf)
         return cls(alpha=munchausen_alpha, beta=beta)
 
     # -- derived views ----------------------------------------------------------------------
     @property
-    def temperature(self) -> float:
+    def temperature(self):
         """``1 / beta = tau + kappa`` (M-DQN's ``tau_M``); 0 for the hard max."""
-        return 0.0 if math.isinf(self.beta) else 1.0 / self.beta
+        if _python(self.beta):
+            return 0.0 if math.isinf(self.beta) else 1.0 / self.beta
+        return 1.0 / jnp.asarray(self.beta)  # 1 / inf = 0
 
     @property
-    def kl_weight(self) -> float:
+    def kl_weight(self):
         """``tau = alpha / beta``."""
         return self.alpha * self.temperature
 
     @property
-    def entropy_weight(self) -> float:
+    def entropy_weight(self):
         """``kappa = (1 - alpha) / beta``."""
         return (1.0 - self.alpha) * self.temperature
 
     @property
-    def munchausen_alpha(self) -> float:
+    def munchausen_alpha(self):
         return self.alpha
+
+
+def check_regularization(regularization) -> Regularization:
+    """The public-boundary check of a solver's ``regularization`` argument."""
+    if not isinstance(regularization, Regularization):
+        raise ValueError(
+            "regularization must be a Regularization (e.g. Regularization.from_kl_entropy(tau, kappa)), "
+            f"got {regularization!r}"
+        )
+    return regularization
+
+
+def check_temperature(temperature):
+    """A concrete ``temperature`` must be >= 0 (``inf`` allowed) and not NaN; traced ones pass."""
+    if not _is_traced(temperature):
+        _concrete("temperature", temperature, lambda a: a >= 0.0, "be >= 0 (inf allowed)")
+    return temperature
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,27 +192,35 @@ class Regularization:
 # ---------------------------------------------------------------------------------------------
 
 
-def _with_action_axis(q) -> Array:
+def _same_shape(name: str, value: Array, q: Array) -> None:
+    if value.shape != q.shape:
+        raise ValueError(f"{name} must have the shape of q {q.shape}, got {value.shape}")
+
+
+def _prepare(q, temperature, ref, log_ref, divergence) -> tuple[Array, Array, Divergence]:
+    """Public-boundary checks shared by the soft value and the greedy policy.
+
+    Returns ``q`` (floating, with an action axis), the reference in log space (``-inf`` off
+    its support; 0, the counting measure, when none is given) and the divergence.
+    """
     q = jnp.asarray(q)
     if q.ndim < 1:
         raise ValueError(f"q needs an action axis (rank >= 1), got shape {q.shape}")
     if not jnp.issubdtype(q.dtype, jnp.floating):
         q = q.astype(jnp.result_type(float))
-    return q
-
-
-def _log_reference(q: Array, ref, log_ref) -> Array:
+    check_temperature(temperature)
     if ref is not None and log_ref is not None:
         raise ValueError("pass either ref or log_ref, not both")
-    if log_ref is None:
-        if ref is None:
-            return jnp.zeros_like(q)
+    if log_ref is not None:
+        log_ref = jnp.asarray(log_ref, dtype=q.dtype)
+        _same_shape("log_ref", log_ref, q)
+    elif ref is not None:
         ref = jnp.asarray(ref, dtype=q.dtype)
-        chex.assert_equal_shape([q, ref])
-        return jnp.where(ref > 0, jnp.log(jnp.where(ref > 0, ref, 1.0)), -jnp.inf)
-    log_ref = jnp.asarray(log_ref, dtype=q.dtype)
-    chex.assert_equal_shape([q, log_ref])
-    return log_ref
+        _same_shape("ref", ref, q)
+        log_ref = jnp.where(ref > 0, jnp.log(jnp.where(ref > 0, ref, 1.0)), -jnp.inf)
+    else:
+        log_ref = jnp.zeros_like(q)
+    return q, log_ref, get_divergence(divergence)
 
 
 def soft_value(
@@ -168,15 +233,18 @@ def soft_value(
 ) -> Array:
     """Soft value ``tau * log sum_a ref(a) exp(q(a) / tau)`` (the conjugate of the KL step).
 
-    Equals ``max_p <p, q> - tau KL(p || ref)``. With ``ref`` a probability vector it lies in
-    ``[max q + tau log min ref, max q]`` (max and min over the support of ``ref``); with no
-    ``ref`` (the counting measure) it is ``tau * logsumexp(q / tau)`` in
-    ``[max q, max q + tau log A]``. It is exact for large ``q``, handles zeros in ``ref``, and
-    ``tau = 0`` gives the max over the support of ``ref`` (its ``tau -> 0`` limit).
+    Equals ``max_p <p, q> - tau KL(p || ref)`` (Vieillard et al. 2020, "Leverage the Average",
+    Eq. 2). With ``ref`` a probability vector it lies in ``[max q + tau log min ref, max q]``
+    (max and min over the support of ``ref``) and tends to the ``ref``-mean of ``q`` as
+    ``tau -> inf``; with no ``ref`` (the counting measure) it is ``tau * logsumexp(q / tau)``
+    in ``[max q, max q + tau log A]``. Accurate for every ``tau`` in ``[0, inf]`` (see
+    :meth:`mdvi.divergences.KLDivergence.conjugate`), exact for large ``q``; handles zeros in
+    ``ref`` and infinite ``q``; ``tau = 0`` gives the max over the support of ``ref``.
 
     Args:
       q: action values ``[..., A]``.
-      temperature: ``tau >= 0``, a scalar or an array broadcasting against ``q.shape[:-1]``.
+      temperature: ``tau >= 0`` (``inf`` allowed), a scalar or an array broadcasting against
+        ``q.shape[:-1]``; a concrete negative or NaN value raises ``ValueError``.
       ref: optional non-negative reference measure ``[..., A]``.
       log_ref: the same reference in log space (``-inf`` outside its support).
       divergence: the regularizer (KL by default; see :mod:`mdvi.divergences`).
@@ -184,26 +252,21 @@ def soft_value(
     Returns:
       ``[...]`` soft values.
     """
-    q = _with_action_axis(q)
-    return get_divergence(divergence).conjugate(q, temperature, _log_reference(q, ref, log_ref))
+    q, log_ref, divergence = _prepare(q, temperature, ref, log_ref, divergence)
+    return divergence.conjugate(q, temperature, log_ref)
 
 
 def greedy_log_policy(
-    q: Array,
-    temperature,
-    ref: Array | None = None,
-    *,
-    log_ref: Array | None = None,
-    divergence: str | Divergence = KL,
+    q: Array, temperature, ref: Array | None = None, *, log_ref: Array | None = None, divergence: str | Divergence = KL
 ) -> Array:
     """Log of the regularized greedy policy ``argmax_p <p, q> - tau D(p || ref)``.
 
-    For KL this is ``log softmax(q / tau + log ref)``; ``tau = 0`` gives the uniform policy
-    over the maximisers of ``q`` inside the support of ``ref``.
+    For KL this is ``log softmax(q / tau + log ref)``, the gradient of :func:`soft_value`;
+    ``tau = 0`` gives the uniform policy over the maximisers of ``q`` inside the support of
+    ``ref``. Arguments as in :func:`soft_value`.
     """
-    q = _with_action_axis(q)
-    divergence = get_divergence(divergence)
-    return divergence.greedy_log_policy(q, temperature, _log_reference(q, ref, log_ref))
+    q, log_ref, divergence = _prepare(q, temperature, ref, log_ref, divergence)
+    return divergence.greedy_log_policy(q, temperature, log_ref)
 
 
 def mdvi_greedy_step(
@@ -217,14 +280,15 @@ def mdvi_greedy_step(
     Solves ``argmax_pi <pi, q_k> - tau KL(pi || pi_{k-1}) + kappa H(pi)`` (Vieillard et al.
     2020, Eq. 2; Kozuno et al. 2022, Eq. 1), which is the greedy step with temperature
     ``1 / beta`` and reference measure ``pi_{k-1}^alpha``. ``alpha = 0`` ignores the previous
-    policy entirely (``pi^0 = 1``, even where ``pi_{k-1} = 0``).
+    policy entirely (``pi^0 = 1``, even where ``pi_{k-1} = 0``); that case is a ``where``, not
+    a Python branch, so ``alpha`` may be traced (a vmapped sweep).
     """
-    chex.assert_equal_shape([q, log_prev_policy])
+    check_regularization(regularization)
+    log_prev_policy = jnp.asarray(log_prev_policy)
+    _same_shape("log_prev_policy", log_prev_policy, jnp.asarray(q))
     alpha = regularization.alpha
-    log_ref = jnp.zeros_like(q) if alpha == 0.0 else alpha * log_prev_policy
-    return greedy_log_policy(
-        q, regularization.temperature, log_ref=log_ref, divergence=divergence
-    )
+    log_ref = jnp.where(alpha == 0.0, 0.0, alpha * log_prev_policy)
+    return greedy_log_policy(q, regularization.temperature, log_ref=log_ref, divergence=divergence)
 
 
 def policy_from_sum(s: Array, regularization: Regularization) -> Array:
@@ -250,7 +314,8 @@ def entropy(log_policy: Array) -> Array:
 
 def kl_divergence(log_p: Array, log_q: Array) -> Array:
     """``KL(p || q) = sum_a p(a) (log p(a) - log q(a))``; ``+inf`` if ``p`` leaves ``q``'s support."""
-    chex.assert_equal_shape([log_p, log_q])
+    log_p, log_q = jnp.asarray(log_p), jnp.asarray(log_q)
+    _same_shape("log_q", log_q, log_p)
     return KL.divergence(log_p, log_q)
 
 
@@ -293,7 +358,10 @@ def munchausen_target(
       temperature: ``tau_M >= 0``; munchausen_alpha: ``alpha_M`` in [0, 1].
       log_clip_min: ``l0 < 0``, the lower clip of the scaled log-policy bonus.
     """
-    chex.assert_rank([q_target_tm1, a_tm1, r_t, discount_t, q_target_t], [1, 0, 0, 0, 1])
+    for name, value, rank in (("q_target_tm1", q_target_tm1, 1), ("a_tm1", a_tm1, 0), ("r_t", r_t, 0),
+                              ("discount_t", discount_t, 0), ("q_target_t", q_target_t, 1)):
+        if jnp.ndim(value) != rank:
+            raise ValueError(f"{name} must have rank {rank}, got shape {jnp.shape(value)}")
     bonus_log_pi = scaled_log_policy(q_target_tm1, temperature)[a_tm1]
     bonus = munchausen_alpha * jnp.clip(bonus_log_pi, log_clip_min, 0.0)
     return r_t + bonus + discount_t * soft_value(q_target_t, temperature)

@@ -1,16 +1,10 @@
 """Exact and sampled tabular solvers: policy evaluation, value and policy iteration, soft VI,
 and Mirror Descent Value Iteration (MDVI) exact or with a generative model.
 
-MDVI in its sum form (Vieillard et al. 2020, Thm 1; Kozuno et al. 2022, Eq. 3):
-
-    s_k     = q_k + alpha s_{k-1},           pi_k = softmax(beta s_k),
-    w_k     = (1/beta) log sum_a exp(beta s_k(., a))        (the core's soft value),
-    q_{k+1} = r + gamma P (w_k - alpha w_{k-1}),
-
-where ``P`` is the exact transition operator or, in sampled MDVI, the average over ``M``
-generative-model draws per pair. ``w_k - alpha w_{k-1}`` equals
-``<pi_k, q_k - tau log(pi_k / pi_{k-1}) - kappa log pi_k>``, the regularized value of the
-policy form. Initialisation: ``q_0 = s_{-1} = s_0 = 0`` (``pi_{-1} = pi_0`` uniform).
+MDVI's loop and state live in :mod:`mdvi.loop`; here ``q_{k+1} = r + gamma P v_k`` is
+computed with the exact transition operator ``P`` or, in sampled MDVI, the average over
+``M`` generative-model draws per pair (:mod:`envs.generative`). Initialisation:
+``q_0 = s_{-1} = s_0 = 0`` (``pi_{-1} = pi_0`` uniform).
 
 All functions take a :class:`~envs.tabular.TabularModel` (``mdp.model()``) or a
 :class:`~envs.tabular.TabularMDP`, are jittable, and the sampled ones are ``vmap``-able over
@@ -28,9 +22,22 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from envs import generative
 from envs.tabular import TabularMDP, TabularModel
-from mdvi import generative
-from mdvi.regularized import Regularization, greedy_log_policy, soft_value
+from mdvi.loop import (  # noqa: F401  (re-exported: the tabular solvers' state and loop)
+    MDVIRun,
+    MDVIState,
+    check_iterations,
+    count_dtype,
+    jit_variant,
+    mdvi_init,
+    mdvi_iteration,
+    mdvi_loop,
+    mdvi_policy,
+    mdvi_update,
+    mdvi_value,
+)
+from mdvi.regularized import Regularization, check_regularization, greedy_log_policy, soft_value
 
 Array = jax.Array
 
@@ -199,67 +206,31 @@ def soft_value_iteration(
 # ---------------------------------------------------------------------------------------------
 
 
-class MDVIState(NamedTuple):
-    q: Array  # [S, A] q_k
-    s: Array  # [S, A] s_k = q_k + alpha s_{k-1}
-    w: Array  # [S] w_k = soft value of s_k at temperature 1/beta
-    w_prev: Array  # [S] w_{k-1}
-
-
-def mdvi_init(model: TabularModel, regularization: Regularization) -> MDVIState:
-    """``q_0 = s_0 = s_{-1} = 0``: uniform ``pi_0``, ``w_0 = w_{-1}`` = soft value of 0."""
-    zeros = jnp.zeros_like(model.reward)
-    w0 = soft_value(zeros, regularization.temperature)
-    return MDVIState(q=zeros, s=zeros, w=w0, w_prev=w0)
-
-
-def mdvi_value(state: MDVIState, regularization: Regularization) -> Array:
-    """``v_k = w_k - alpha w_{k-1}``: the regularized value of ``pi_k`` under ``q_k``."""
-    return state.w - regularization.alpha * state.w_prev
-
-
-def mdvi_update(state: MDVIState, q_next: Array, regularization: Regularization) -> MDVIState:
-    """Fold a new ``q_{k+1}`` into the running sum and its soft value."""
-    s_next = q_next + regularization.alpha * state.s
-    w_next = soft_value(s_next, regularization.temperature)
-    return MDVIState(q=q_next, s=s_next, w=w_next, w_prev=state.w)
-
-
-def mdvi_policy(state: MDVIState, regularization: Regularization) -> Array:
-    """``log pi_k = log softmax(beta s_k)`` (hard max when ``beta = inf``)."""
-    return greedy_log_policy(state.s, regularization.temperature)
-
-
 def exact_mdvi_step(model: TabularModel, regularization: Regularization, state: MDVIState) -> MDVIState:
     """One exact MDVI iteration: ``q_{k+1} = r + gamma P (w_k - alpha w_{k-1})``."""
-    q_next = bellman_optimality(model, mdvi_value(state, regularization))
-    return mdvi_update(state, q_next, regularization)
+    return mdvi_iteration(exact_step(model), regularization, state, 0)[0]
 
 
-def sampled_mdvi_step(
-    key: Array,
-    model: TabularModel,
-    regularization: Regularization,
-    state: MDVIState,
-    samples_per_pair: int,
-    sampler: str = "iid",
-) -> MDVIState:
-    """One MDVI iteration with ``M`` generative-model draws per pair (Kozuno et al. 2022, Alg. 1).
+def exact_step(model: TabularModel):
+    """The exact estimate ``q_{k+1} = r + gamma P v_k`` as a :data:`mdvi.loop.Step` (no calls)."""
+    return lambda v, k: (bellman_optimality(model, v), 0)
 
-    ``q_{k+1}(s, a) = r(s, a) + gamma (1/M) sum_m v_k(y_m)``, ``y_m ~ P(. | s, a)`` i.i.d.
-    ``sampler="multinomial"`` draws the same sample means through successor counts (see
-    :func:`mdvi.generative.successor_counts`). Calls: ``S * A * M``.
+
+def sampled_step(key: Array, model: TabularModel, samples_per_pair, sampler: str = "iid"):
+    """``q_{k+1}(s, a) = r(s, a) + gamma (1/M) sum_m v_k(y_m)``, ``y_m ~ P(. | s, a)`` i.i.d.
+
+    Kozuno et al. (2022), Alg. 1, with ``M`` generative-model draws per pair; iteration ``k``
+    draws with ``fold_in(key, k)``. ``sampler="multinomial"`` draws the same sample means
+    through successor counts (:func:`envs.generative.successor_counts`; ``M`` may then be
+    traced). Calls per iteration: ``S * A * M``.
     """
-    v = mdvi_value(state, regularization)
-    estimate = generative.sampled_expectation(key, model, v, samples_per_pair, sampler)
-    q_next = model.reward + model.discount * estimate
-    return mdvi_update(state, q_next, regularization)
+    S, A = model.reward.shape
 
+    def step(v, k):
+        estimate = generative.sampled_expectation(jax.random.fold_in(key, k), model, v, samples_per_pair, sampler)
+        return model.reward + model.discount * estimate, jnp.asarray(samples_per_pair, count_dtype()) * (S * A)
 
-class MDVIRun(NamedTuple):
-    state: MDVIState  # after the last iteration
-    gap: Array  # [K] ||V* - V^{pi_k}||_inf for k = start+1 .. start+K (NaN if no V* given)
-    samples: Array  # [K] generative-model calls made by each iteration (0 if exact)
+    return step
 
 
 def policy_gap(model: TabularModel, v_star: Array, state: MDVIState, regularization: Regularization) -> Array:
@@ -268,85 +239,43 @@ def policy_gap(model: TabularModel, v_star: Array, state: MDVIState, regularizat
     return jnp.max(jnp.abs(v_star - policy_evaluation(model, policy)))
 
 
-def scan_mdvi(
-    model: TabularModel,
-    regularization: Regularization,
-    state: MDVIState,
-    step,
-    iterations: Array,
-    v_star: Array | None = None,
-) -> tuple[MDVIState, Array]:
-    """The MDVI loop shared by every variant: ``state <- step(state, k)`` for ``k`` in ``iterations``.
-
-    ``step(state, k) -> state`` is one iteration (exact, sampled tabular, or least-squares in
-    :mod:`mdvi.linear`). Returns the final state and the gaps ``[K]`` of every iterate's policy
-    (NaN without ``v_star``).
-    """
-
-    def body(state, k):
-        state = step(state, k)
-        if v_star is None:
-            gap = jnp.array(jnp.nan, model.reward.dtype)
-        else:
-            gap = policy_gap(model, v_star, state, regularization)
-        return state, gap
-
-    return jax.lax.scan(body, state, iterations)
+def _check_run(model: TabularModel, regularization, v_star, key, samples_per_pair) -> None:
+    check_regularization(regularization)
+    if v_star is not None and jnp.shape(v_star) != (model.num_states,):
+        raise ValueError(f"v_star must have shape ({model.num_states},) (one value per state), got {jnp.shape(v_star)}")
+    if key is not None and samples_per_pair is None:
+        raise ValueError("sampled MDVI needs samples_per_pair")
 
 
-def iterate_mdvi(state: MDVIState, step, start, num_iterations) -> MDVIState:
-    """The same loop without records: ``num_iterations`` (and ``start``) may be traced.
-
-    One compiled program then serves every horizon's ``K``; used where only the final iterate
-    matters (the sample-complexity search).
-    """
-    return jax.lax.fori_loop(start, start + num_iterations, lambda k, state: step(state, k), state)
-
-
-def count_dtype():
-    """Integer type of sample counts (int64 under x64: totals can pass 2^31)."""
-    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
-
-
-@functools.partial(
-    jax.jit, static_argnames=("regularization", "num_iterations", "samples_per_pair", "sampler")
-)
-def run_mdvi(
-    model: TabularModel,
-    regularization: Regularization,
-    state: MDVIState,
-    num_iterations: int,
-    *,
-    start: int | Array = 0,
-    key: Array | None = None,
-    samples_per_pair: int | None = None,
-    v_star: Array | None = None,
-    sampler: str = "iid",
-) -> MDVIRun:
+def mdvi_run(
+    model: TabularModel, regularization: Regularization, state: MDVIState, num_iterations, *, start=0,
+    key: Array | None = None, samples_per_pair=None, v_star: Array | None = None, sampler: str = "iid", record: bool = True,
+) -> MDVIRun:  # fmt: skip
     """Advance MDVI by ``num_iterations`` from ``state`` (which has done ``start`` iterations).
 
     Exact when ``key`` is None, otherwise sampled with ``samples_per_pair`` draws per pair
-    (``sampler``: ``"iid"`` or ``"multinomial"``, see :mod:`mdvi.generative`); the draws of
+    (``sampler``: ``"iid"`` or ``"multinomial"``, see :mod:`envs.generative`); the draws of
     iteration ``k`` use ``fold_in(key, k)``, so running in chunks gives the same result as one
-    call. With ``v_star`` given, each iterate's greedy policy is evaluated exactly and its gap
-    ``||V* - V^{pi_k}||_inf`` recorded.
+    call. ``regularization`` is traced: a ``vmap`` over its values (a sweep of tau, kappa or
+    beta) is one compiled program.
+
+    Jitted as :func:`run_mdvi` (``record=True``: with ``v_star`` given each iterate's greedy
+    policy is evaluated exactly and its gap ``||V* - V^{pi_k}||_inf`` recorded, with the calls
+    of each iteration; ``num_iterations`` and ``samples_per_pair`` static) and as
+    :func:`iterate_mdvi` (``record=False``: the same iterates, only the total calls;
+    ``num_iterations``, ``start`` and, with the multinomial sampler, ``samples_per_pair`` may be
+    traced, so one program serves every horizon and sample size).
     """
-    sampled = key is not None
-    if sampled and samples_per_pair is None:
-        raise ValueError("sampled MDVI needs samples_per_pair")
-    calls = generative.calls_per_sweep(model, samples_per_pair) if sampled else 0
+    if record:
+        num_iterations = check_iterations("num_iterations", num_iterations)
+    _check_run(model, regularization, v_star, key, samples_per_pair)
+    step = exact_step(model) if key is None else sampled_step(key, model, samples_per_pair, sampler)
+    evaluate = None if v_star is None else (lambda state: policy_gap(model, v_star, state, regularization))
+    return mdvi_loop(step, regularization, state, start, num_iterations, evaluate=evaluate, record=record)
 
-    def step(state, k):
-        if sampled:
-            return sampled_mdvi_step(
-                jax.random.fold_in(key, k), model, regularization, state, samples_per_pair, sampler
-            )
-        return exact_mdvi_step(model, regularization, state)
 
-    ks = jnp.arange(num_iterations) + start
-    state, gaps = scan_mdvi(model, regularization, state, step, ks, v_star)
-    samples = jnp.full((num_iterations,), calls, dtype=count_dtype())
-    return MDVIRun(state=state, gap=gaps, samples=samples)
+run_mdvi = jit_variant(mdvi_run, ("num_iterations", "samples_per_pair", "sampler"), record=True)
+iterate_mdvi = jit_variant(mdvi_run, ("sampler",), record=False, v_star=None)
 
 
 def exact_mdvi(
@@ -357,6 +286,7 @@ def exact_mdvi(
 ) -> MDVIRun:
     """``num_iterations`` of exact MDVI from the standard initialisation."""
     model = as_model(mdp)
+    check_regularization(regularization)
     return run_mdvi(model, regularization, mdvi_init(model, regularization), num_iterations, v_star=v_star)
 
 
@@ -371,16 +301,11 @@ def sampled_mdvi(
 ) -> MDVIRun:
     """Sampled MDVI with a generative model; ``jax.vmap`` over ``key`` runs many seeds at once."""
     model = as_model(mdp)
+    check_regularization(regularization)
     return run_mdvi(
-        model,
-        regularization,
-        mdvi_init(model, regularization),
-        num_iterations,
-        key=key,
-        samples_per_pair=samples_per_pair,
-        v_star=v_star,
-        sampler=sampler,
-    )
+        model, regularization, mdvi_init(model, regularization), num_iterations,
+        key=key, samples_per_pair=samples_per_pair, v_star=v_star, sampler=sampler,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -86,3 +86,32 @@ def test_an_unusable_output_folder_is_one_line(tmp_path, capsys):
         assert code == 2
         err = capsys.readouterr().err.strip()
         assert "file" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [["--num-states", "30000", "--num-actions", "4"], ["--seeds", "100000000"]],
+    ids=["30000 states", "1e8 seeds"],
+)
+def test_an_oversized_tabular_run_is_refused_up_front(tmp_path, capsys, settings):
+    out = tmp_path / "big"
+    code = cli.main(["tabular", *settings, "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "of memory" in err and "GiB" in err and len(err.splitlines()) == 1
+    assert not out.exists()  # refused before anything was built or written
+
+
+def test_check_memory_compares_the_estimate_with_what_is_available():
+    from experiments.resources import check_memory, format_bytes
+
+    check_memory(7 * 1024**3, "a run", available=10 * 1024**3)  # 7 GiB of the 8 GiB allowed
+    with pytest.raises(ValueError, match=r"a run needs about 9\.0 GiB of memory"):
+        check_memory(9 * 1024**3, "a run", available=10 * 1024**3)
+    assert format_bytes(1536) == "1.5 KiB"
+
+
+def test_tabular_with_no_states_names_the_states(tmp_path, capsys):
+    code = cli.main(["tabular", "--env", "chain", "--num-states", "0", "--out", str(tmp_path / "x"), "--no-progress"])
+    assert code == 2
+    assert "at least one state" in capsys.readouterr().err

@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from envs import generative
+from envs.generative import Sampling
 from envs.linear import LinearMDP, family_f2, low_rank_mixture, one_hot
 from envs.tabular import chain, garnet
-from mdvi import Regularization, generative
+from mdvi import Regularization
 from mdvi import linear as lin
 from mdvi import tabular as solvers
 
@@ -33,7 +35,7 @@ def test_one_hot_ls_mdvi_equals_tabular_sampled_mdvi_given_the_same_samples(x64,
     np.testing.assert_array_equal(np.asarray(allocation.draws), np.full(18, M))
     reg = Regularization.from_kl_entropy(0.2, 0.05)  # alpha = 0.8, beta = 4: soft values, KL
     key = jax.random.key(11)
-    linear = lin.ls_mdvi(key, model, reg, allocation, 25, sampler="iid", max_draws=M)
+    linear = lin.ls_mdvi(key, model, reg, allocation, 25, sampling=Sampling("iid", M))
     tabular = solvers.sampled_mdvi(key, small_garnet.model(), reg, 25, M)
     np.testing.assert_allclose(np.asarray(linear.state.s), np.asarray(tabular.state.s), rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(np.asarray(linear.state.w), np.asarray(tabular.state.w), rtol=1e-11, atol=1e-11)
@@ -50,7 +52,7 @@ def test_exact_ls_and_vwls_reproduce_exact_mdvi(x64):
     exact = solvers.exact_mdvi(model.tabular, reg, 40)
     allocation = lin.allocate(model, lin.design(model), 100)
     ls = lin.ls_mdvi(None, model, reg, allocation, 40)
-    vwls = lin.vwls_mdvi(None, model, reg, allocation, allocation, 100, 40, 8)
+    vwls = lin.vwls_mdvi(None, model, reg, allocation, allocation, 100, lin.VWLSPhases(40, 8))
     for run in (ls, vwls):
         np.testing.assert_allclose(np.asarray(run.state.q), np.asarray(exact.state.q), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(np.asarray(run.state.s), np.asarray(exact.state.s), rtol=1e-10, atol=1e-9)
@@ -109,12 +111,13 @@ def test_iid_and_multinomial_sample_means_agree_in_distribution(x64):
     states, actions = jnp.array([0, 2, 5]), jnp.array([1, 0, 1])
     draws = jnp.array([3, 10, 25])
     keys = jax.random.split(jax.random.key(1), 20000)
-    means = {
-        sampler: np.asarray(
-            jax.vmap(lambda k, s=sampler: generative.sampled_means_at(k, model, states, actions, draws, values, s, 25))(keys)
+
+    def sample_means(sampling):
+        return np.asarray(
+            jax.vmap(lambda k: generative.sampled_means_at(k, model, states, actions, draws, values, sampling))(keys)
         )
-        for sampler in ("iid", "multinomial")
-    }
+
+    means = {sampler: sample_means(Sampling(sampler, 25)) for sampler in ("iid", "multinomial")}
     exact = np.asarray(solvers.expected_next(model, values))[np.asarray(states), np.asarray(actions)]
     for sampler, m in means.items():
         np.testing.assert_allclose(m.mean(0), exact, rtol=0.02, err_msg=sampler)
@@ -144,10 +147,11 @@ def f2_runs():
         phase1 = lin.allocate(model, design, M)
         variance = lin.allocate(model, design, 2 * M)
         keys = jax.random.split(jax.random.key(3), 2)
-        options = dict(sampler="iid", max_draws=2 * M + 6)
-        batched = jax.vmap(lambda k: lin.vwls_mdvi(k, model, reg, phase1, variance, M, K, K1, **options))(keys)
-        single = lin.vwls_mdvi(keys[1], model, reg, phase1, variance, M, K, K1, **options)
-        free = lin.iterate_vwls_mdvi(keys[1], model, reg, phase1, variance, M, K, K1, **options)
+        options = dict(sampling=Sampling("iid", 2 * M + 6))
+        phases = lin.VWLSPhases(K, K1)
+        batched = jax.vmap(lambda k: lin.vwls_mdvi(k, model, reg, phase1, variance, M, phases, **options))(keys)
+        single = lin.vwls_mdvi(keys[1], model, reg, phase1, variance, M, phases, **options)
+        free = lin.iterate_vwls_mdvi(keys[1], model, reg, phase1, variance, M, phases, **options)
         return dict(design=design, M=M, K=K, K1=K1, phase1=phase1, variance=variance, batched=batched, single=single, free=free)
 
 
@@ -182,7 +186,8 @@ def test_oracle_weights_and_the_variance_estimate(x64):
     np.testing.assert_allclose(np.asarray(lin.oracle_weights(model, v_star)), 1 / (np.maximum(variance, 0) + 16), rtol=1e-10)
     # with many draws the sampled variance fit approaches Var_P(v)
     allocation = lin.allocate(model, lin.design(model), 10**7)
-    fit = jax.jit(lin.fit_variance_weights)(jax.random.key(0), model, v_star, allocation, floor=16.0)
+    fit_variance = jax.jit(lin.fit_variance_weights, static_argnums=4)
+    fit = fit_variance(jax.random.key(0), model, v_star, allocation, lin.VarianceFitSettings(16.0))
     np.testing.assert_allclose(np.asarray(fit.variance), np.maximum(variance, 0), atol=0.05 * variance.max())
     assert float(fit.design_g_over_d) <= 1 + 1e-3
     # the weighted design moves mass toward the low-variance decision state s0
@@ -216,15 +221,15 @@ def test_bad_arguments_are_rejected(x64):
     design = lin.design(model)
     allocation = lin.allocate(model, design, 100)
     with pytest.raises(ValueError, match="max_draws"):
-        lin.ls_mdvi(jax.random.key(0), model, reg, allocation, 3, sampler="iid")
+        lin.ls_mdvi(jax.random.key(0), model, reg, allocation, 3, sampling=Sampling("iid"))
     with pytest.raises(ValueError, match="unknown sampler"):
-        lin.ls_mdvi(jax.random.key(0), model, reg, allocation, 3, sampler="bootstrap")
+        Sampling("bootstrap")
     with pytest.raises(ValueError, match="samples_per_iteration"):
         lin.allocate(model, design, 0)
     with pytest.raises(ValueError, match="pad_to"):
         lin.allocate(model, design, 10, pad_to=2)
     with pytest.raises(ValueError, match="phase1_iterations"):
-        lin.vwls_mdvi(None, model, reg, allocation, allocation, 100, 5, 6)
+        lin.vwls_mdvi(None, model, reg, allocation, allocation, 100, lin.VWLSPhases(5, 6))
 
 
 def test_exact_binomial_sampler_matches_the_binomial_law(x64):

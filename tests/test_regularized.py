@@ -12,19 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mdvi import (
-    Regularization,
-    entropy,
-    get_divergence,
-    greedy_log_policy,
-    kl_divergence,
-    mdvi_greedy_step,
-    munchausen_target,
-    policy_from_sum,
-    scaled_log_policy,
-    soft_td_residual,
-    soft_value,
-)
+from mdvi import Regularization, get_divergence, mdvi_greedy_step, munchausen_target, soft_td_residual
+from mdvi.regularized import entropy, greedy_log_policy, kl_divergence, policy_from_sum, scaled_log_policy, soft_value
 
 finite32 = st.floats(-1e30, 1e30, allow_nan=False, allow_infinity=False).map(np.float32)
 q_vectors = hnp.arrays(np.float32, st.integers(1, 8), elements=finite32)

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from envs import generative
 from envs.tabular import arm_mdp, chain, garnet, gridworld
-from mdvi import Regularization, generative, mdvi_greedy_step
+from mdvi import Regularization, mdvi_greedy_step
 from mdvi import tabular as solvers
 
 
@@ -206,3 +207,42 @@ def test_kozuno_schedule_orders():
     assert 80 < ratio < 150  # H^2 times a log factor
     with pytest.raises(ValueError, match="discount"):
         solvers.kozuno_schedule(1.0, 0.5, 10, 2)
+
+
+def test_a_vmapped_sweep_over_eight_taus_compiles_once(x64, small_garnet):
+    """Regularization is a pytree of traced values: a grid of tau is one compiled program, and
+    a second grid of the same size reuses it (no trace, no lowering)."""
+    from mdvi.sweep import grid
+
+    model = small_garnet.model()
+    v_star = solvers.optimal_values(model).v
+    traces = []
+
+    def gaps(tau, model, v_star):
+        traces.append(1)  # a Python side effect: runs once per trace
+        return solvers.exact_mdvi(model, Regularization.from_kl_entropy(tau, 0.01), 15, v_star=v_star).gap
+
+    sweep = jax.jit(jax.vmap(gaps, in_axes=(0, None, None)))
+    lowerings = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowerings.append(event)
+
+    first = grid(tau=[0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+    second = grid(tau=[0.03, 0.04, 0.06, 0.07, 0.3, 0.4, 2.0, 3.0])
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        gaps_first = sweep(first.values["tau"], model, v_star)
+        lowered_first = len(lowerings)
+        gaps_second = sweep(second.values["tau"], model, v_star)
+        lowered_second = len(lowerings) - lowered_first
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(traces) == 1 and sweep._cache_size() == 1
+    assert lowered_first == 1 and lowered_second == 0
+    # every grid point is the run with that tau alone (tau = kappa = 0.01 -> alpha = 0.5; tau = 0 -> alpha = 0)
+    for grid_, swept in ((first, gaps_first), (second, gaps_second)):
+        for i, point in enumerate(grid_.points):
+            alone = solvers.exact_mdvi(model, Regularization.from_kl_entropy(point["tau"], 0.01), 15, v_star=v_star)
+            np.testing.assert_allclose(np.asarray(swept[i]), np.asarray(alone.gap), rtol=1e-12, atol=1e-14)

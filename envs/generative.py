@@ -1,11 +1,14 @@
 """A generative model (simulator) of a tabular MDP: i.i.d. next states for chosen pairs.
 
-Every function here says exactly how many simulator calls it makes; the solvers add these
-up, so reported sample counts are exact. One call = one next state drawn for one (s, a).
+The simulator of :class:`envs.tabular.TabularModel` (and of a linear MDP through its tabular
+view), used by sampled MDVI, LS-MDVI and VWLS-MDVI in :mod:`mdvi`. Every function here says
+exactly how many simulator calls it makes; the solvers add these up, so reported sample
+counts are exact. One call = one next state drawn for one (s, a).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import chex
@@ -171,8 +174,9 @@ def successor_counts(key: Array, model: TabularModel, states: Array, actions: Ar
     """How many of ``draws[i]`` i.i.d. next states of pair ``i`` land on each of its successors.
 
     ``n`` i.i.d. generative-model calls at one pair are, in distribution, one multinomial count
-    vector over that pair's successor list (theory-anchors §6), and every sample mean or second
-    moment is a function of the counts: the work does not grow with ``n`` while the accounting
+    vector ``Mult(n, P(. | s, a))`` over that pair's successor list (the counts are a
+    sufficient statistic of the draws), and every sample mean or second moment is a function
+    of the counts: the work does not grow with ``n`` while the accounting
     still counts ``n`` calls. Returns ``[m, N]`` counts (floats) aligned with
     ``model.next_states[states, actions]``; pairs with ``draws[i] = 0`` get zeros.
     Calls: ``sum(draws)``.
@@ -202,9 +206,37 @@ def successor_counts(key: Array, model: TabularModel, states: Array, actions: Ar
 SAMPLERS = ("iid", "multinomial")
 
 
-def _check_sampler(sampler: str) -> None:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How the simulator's draws are made: the sampler and, for ``"iid"``, the draw cap.
+
+    Attributes:
+      sampler: ``"multinomial"`` (the count trick of :func:`successor_counts`: one count
+        vector per pair, cost free of the number of draws) or ``"iid"`` (explicit draws via
+        :func:`sample_next_states_at`). Both have the same distribution.
+      max_draws: static bound on the draws per pair, needed by ``"iid"`` (the array of
+        draws has this width; pairs with fewer draws mask the rest).
+
+    Frozen and hashable: jitted solvers take it as one static argument.
+    """
+
+    sampler: str = "multinomial"
+    max_draws: int | None = None
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
+        if self.max_draws is not None and not (isinstance(self.max_draws, int) and self.max_draws >= 1):
+            raise ValueError(f"max_draws must be an integer >= 1 or None, got {self.max_draws!r}")
+
+    def check(self) -> Sampling:
+        """Refuse an ``"iid"`` sampler without its draw cap."""
+        if self.sampler == "iid" and self.max_draws is None:
+            raise ValueError("the iid sampler needs max_draws (a static bound on the draws per pair)")
+        return self
+
+
+DEFAULT_SAMPLING = Sampling()
 
 
 def sampled_means_at(
@@ -214,58 +246,51 @@ def sampled_means_at(
     actions: Array,
     draws: Array,
     values: Array,
-    sampler: str = "multinomial",
-    max_draws: int | None = None,
+    sampling: Sampling = DEFAULT_SAMPLING,
 ) -> Array:
     """Sample means of ``values(s')`` over ``draws[i]`` i.i.d. next states of each listed pair.
 
     Args:
-      states, actions, draws: ``[m]``; ``draws`` may differ per pair (0 gives a mean of 0).
+      states, actions, draws: ``[m]``; ``draws`` may differ per pair (0 gives a mean of 0)
+        and may be traced.
       values: ``[S]`` or ``[V, S]`` (several functions estimated from the same draws).
-      sampler: ``"multinomial"`` (the count trick of :func:`successor_counts`; cost free of
-        ``draws``) or ``"iid"`` (explicit draws via :func:`sample_next_states_at`; needs the
-        static bound ``max_draws >= max(draws)``). Both have the same distribution.
+      sampling: the sampler; ``"iid"`` needs ``max_draws >= max(draws)``.
     Returns:
       ``[m]`` or ``[V, m]``. Calls: ``sum(draws)``.
     """
-    _check_sampler(sampler)
-    chex.assert_rank(values, {1, 2})
+    sampling.check()
+    values = jnp.asarray(values)
+    if values.ndim not in (1, 2):
+        raise ValueError(f"values must be [S] or [V, S], got shape {values.shape}")
     draws = jnp.asarray(draws)
-    if sampler == "multinomial":
+    if sampling.sampler == "multinomial":
         counts = successor_counts(key, model, states, actions, draws)
         totals = jnp.sum(counts * values[..., model.next_states[states, actions]], axis=-1)
     else:
-        if max_draws is None:
-            raise ValueError("the iid sampler needs max_draws (a static bound on the draws per pair)")
-        next_states = sample_next_states_at(key, model, states, actions, max_draws)
-        used = jnp.arange(max_draws) < draws[:, None]
+        next_states = sample_next_states_at(key, model, states, actions, sampling.max_draws)
+        used = jnp.arange(sampling.max_draws) < draws[:, None]
         totals = jnp.sum(jnp.where(used, values[..., next_states], 0.0), axis=-1)
     return totals / jnp.maximum(draws, 1).astype(totals.dtype)
 
 
 def sampled_expectation(
-    key: Array, model: TabularModel, values: Array, samples_per_pair: int, sampler: str = "iid"
+    key: Array, model: TabularModel, values: Array, samples_per_pair, sampler: str = "iid"
 ) -> Array:
     """Monte-Carlo estimate of ``E_{s' ~ P(s, a)} values(s')`` for every pair.
 
-    Args:
-      values: ``[S]`` or ``[V, S]`` (several functions of the next state, estimated from the
-        same draws, e.g. ``v`` and ``v**2``).
-      sampler: ``"iid"`` (explicit draws) or ``"multinomial"`` (successor counts, the same
-        distribution at a cost free of ``M``).
+    :func:`sampled_means_at` with ``M`` draws at each pair of :func:`all_pairs`; with
+    ``sampler="iid"`` the draws are those of :func:`sample_next_states` (``M`` static), with
+    ``"multinomial"`` ``M`` may be traced.
+
     Returns:
       ``[S, A]`` or ``[V, S, A]`` sample means over ``M`` draws per pair. Calls: ``S * A * M``.
     """
-    _check_sampler(sampler)
-    chex.assert_rank(values, {1, 2})
-    if sampler == "iid":
-        next_states = sample_next_states(key, model, samples_per_pair)
-        return jnp.mean(values[..., next_states], axis=-1)
+    sampling = Sampling(sampler, samples_per_pair if sampler == "iid" else None)
     S, A = model.reward.shape
     states, actions = all_pairs(model)
     draws = jnp.full(states.shape, samples_per_pair)
-    means = sampled_means_at(key, model, states, actions, draws, values, "multinomial")
-    return means.reshape(*values.shape[:-1], S, A)
+    means = sampled_means_at(key, model, states, actions, draws, values, sampling)
+    return means.reshape(*means.shape[:-1], S, A)
 
 
 def calls_per_sweep(model: TabularModel, samples_per_pair: int) -> int:
