@@ -41,8 +41,8 @@ import numpy as np
 import optax
 import rlax
 
+from envs import generative
 from envs.tabular import TabularModel
-from mdvi import generative
 from mdvi.regularized import Regularization, scaled_log_policy, soft_value
 from mdvi.sweep import nested_vmap
 from mdvi.tabular import as_model, expected_next, greedy_policy, optimal_values, policy_evaluation

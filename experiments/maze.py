@@ -197,7 +197,7 @@ def run(config: MazeConfig) -> dict:
         timings[label] = round(time.perf_counter() - t0, 1)
         for index, (M, target, weighting) in enumerate(group):
             name = variant_name(target, weighting)
-            variant = jax.tree.map(lambda x: x[index], diagnostics)
+            variant = jax.tree.map(lambda x, index=index: x[index], diagnostics)
             results[(M, name)] = variant
             rows += _rows(config, variant, M, target, weighting, iterations)
     bar.close()

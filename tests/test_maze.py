@@ -22,11 +22,22 @@ from agents.deep_mdvi import (
     sampled_next_mean,
     stack_problems,
 )
+from envs import generative
 from envs.maze import (
-    DOWN, GOAL, LEFT, NOOP, PITFALL, RIGHT, UP, layout_from_string, make_maze, maze_from_layout,
-    maze_transitions, pitfall_layout, state_index,
+    DOWN,
+    GOAL,
+    LEFT,
+    NOOP,
+    PITFALL,
+    RIGHT,
+    UP,
+    layout_from_string,
+    make_maze,
+    maze_from_layout,
+    maze_transitions,
+    pitfall_layout,
+    state_index,
 )
-from mdvi import generative
 from mdvi.regularized import munchausen_target, soft_value
 from mdvi.tabular import MDVIState, exact_mdvi_step, expected_next
 
@@ -251,7 +262,7 @@ def test_vmapped_mazes_seeds_and_variants_equal_separate_runs(dvw):
 
     for v, config in enumerate(configs):
         for m in range(2):
-            problem = jax.tree.map(lambda x: x[m], problems)
+            problem = jax.tree.map(lambda x, m=m: x[m], problems)
             for s in range(2):
                 single = alone(problem, keys[s], config.hyperparameters())
                 for field in ("gap", "regression_error", "loss", "weight_gap"):
