@@ -92,7 +92,7 @@ def threshold_tolerance(dtype) -> float:
 def bisection_iterations(width, dtype) -> Array:
     """``n = ceil(log2(width / eps))`` (at least 0): halvings that shrink ``width`` to ``eps``."""
     eps = threshold_tolerance(dtype)
-    width = jnp.asarray(width, dtype=jnp.float64 if np.dtype(dtype) == np.float64 else jnp.float32)
+    width = jnp.asarray(width)
     n = jnp.ceil(jnp.log2(width / eps))
     # width 0 (a single action) needs none; an infinite width is capped (halving stalls at the
     # float spacing long before 256 steps).

@@ -12,7 +12,8 @@ the alpha = 2 divergence with the unit reference gives the sparsemax loss, alpha
 
 The value is computed as ``<p - y, theta - max theta> + t (D_f(y || r) - D_f(p || r))`` with
 ``p`` the f-softargmax (``Omega*(theta) = <p, theta> - t D_f(p || r)``): shift-invariant, and
-exactly ``0.0`` when ``y`` is ``p``. Derivatives are explicit (envelope theorem):
+exactly ``0.0`` when ``y`` is ``p = exp(divergence.greedy_log_policy(theta, t, ref))``.
+Derivatives are explicit (envelope theorem):
 ``dL = <p - y, d theta> + (D_f(y||r) - D_f(p||r)) dt + <t f'(y / r) - theta, dy>`` (the ``y`` part on
 ``y > 0``) plus the reference's terms.
 """
@@ -38,7 +39,8 @@ def _log(x: Array) -> Array:
 
 def _loss_parts(div: FDivergence, theta: Array, y: Array, t: Array, log_r: Array):
     support = log_r > -jnp.inf
-    p, _ = solvers.regularized_policy(div, theta, t, log_r)
+    # p is exp of the public greedy step, so that a target equal to that output gives exactly 0.
+    p = jnp.exp(div.greedy_log_policy(theta, jnp.squeeze(t, -1), log_r))
     theta_max = jnp.max(jnp.where(support, theta, -jnp.inf), axis=-1, keepdims=True)
     gap = p - y
     linear = jnp.sum(jnp.where(support & (gap != 0), gap * (theta - theta_max), 0.0), axis=-1)
