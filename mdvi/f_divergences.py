@@ -61,6 +61,7 @@ class FDivergence(Divergence):
     f_prime_zero: float = dataclasses.field(init=False, repr=False, default=-math.inf)
     f_prime_sup: float = dataclasses.field(init=False, repr=False, default=math.inf)
     f_zero: float = dataclasses.field(init=False, repr=False, default=math.inf)
+    f_prime_one: float = dataclasses.field(init=False, repr=False, default=0.0)
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
@@ -71,6 +72,8 @@ class FDivergence(Divergence):
         object.__setattr__(self, "f_prime_zero", float(low))
         object.__setattr__(self, "f_prime_sup", float(high))
         object.__setattr__(self, "f_zero", float(at_zero))
+        with jax.ensure_compile_time_eval():
+            object.__setattr__(self, "f_prime_one", float(self.f_prime_of_log(jnp.zeros(()))))
 
     def _domain(self) -> tuple[float, float, float]:
         """``(f'(0+), f'(+inf), f(0+))``."""

@@ -117,15 +117,14 @@ def inverse_derivative(div: FDivergence, s: Array) -> Array:
     """``g(s) = (f')^{-1}(s)`` extended to the real line: 0 at or below ``f'(0+)``, ``+inf`` at or above ``f'(+inf)``."""
     low, high = div.f_prime_zero, div.f_prime_sup
     inside = (s > low) & (s < high)
-    safe = jnp.where(inside, s, div.f_prime(jnp.ones_like(s)))
+    safe = jnp.where(inside, s, div.f_prime_one)  # f'(1) lies inside the range
     u = div.f_prime_inverse(safe)
     return jnp.where(s >= high, jnp.inf, jnp.where(s <= low, 0.0, u))
 
 
-def _masses(div: FDivergence, shifted: Array, tau: Array, log_r: Array, support: Array) -> Array:
-    """``r_j g(x_j - tau)`` on the support, 0 elsewhere."""
-    r = jnp.exp(jnp.where(support, log_r, 0.0))
-    return jnp.where(support, r * inverse_derivative(div, shifted - tau), 0.0)
+def _masses(div: FDivergence, shifted: Array, tau: Array, r: Array) -> Array:
+    """``r_j g(x_j - tau)`` (``r = 0`` and ``shifted = -inf`` off the support give 0)."""
+    return r * inverse_derivative(div, shifted - tau)
 
 
 def bisection_bracket(div: FDivergence, shifted: Array, log_r: Array) -> tuple[Array, Array]:
@@ -142,7 +141,7 @@ def bisection_bracket(div: FDivergence, shifted: Array, log_r: Array) -> tuple[A
 
 
 def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations) -> tuple[Array, Array]:
-    support = log_r > -jnp.inf
+    r = jnp.exp(log_r)  # hoisted out of the loop
     tau_lo, tau_hi = bisection_bracket(div, shifted, log_r)
     if num_iterations is None:
         num_iterations = bisection_iterations(jnp.max(tau_hi - tau_lo), shifted.dtype)
@@ -150,7 +149,7 @@ def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations) -> t
     def halve(_, bracket):
         lo, hi = bracket
         mid = 0.5 * (lo + hi)
-        total = jnp.sum(_masses(div, shifted, mid, log_r, support), axis=-1, keepdims=True)
+        total = jnp.sum(_masses(div, shifted, mid, r), axis=-1, keepdims=True)
         above = total >= 1.0  # phi(mid) >= 1: the root lies to the right of mid
         return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
 
@@ -185,29 +184,20 @@ def _normalised(masses: Array) -> tuple[Array, Array]:
 
 def bisection_solution(div: FDivergence, x: Array, log_r: Array, num_iterations: int | None = None):
     """``(p, log p)`` of the f-softargmax by bisection (no custom derivative; see :func:`f_softargmax`)."""
-    support, shifted, _ = _support_shift(x, log_r)
+    _, shifted, _ = _support_shift(x, log_r)
     _, hi = _bisect(div, shifted, log_r, num_iterations)
-    return _normalised(_masses(div, shifted, hi, log_r, support))
+    return _normalised(_masses(div, shifted, hi, jnp.exp(log_r)))
 
 
-def sorted_alpha_solution(alpha: float, x: Array, log_r: Array) -> tuple[Array, Array]:
-    """Exact alpha-divergence f-softargmax for ``alpha`` in {2, 1.5} and any reference, by sorting.
+#: Largest entries examined first by the sort-based solution; a full sort only if the active set is larger.
+PARTIAL_SORT_SIZE = 64
 
-    With ``c = 1 + (alpha - 1) x`` the solution is ``p_j = r_j [c_j - s]_+^m``, ``m = 1 / (alpha - 1)``
-    (1 for sparsemax, 2 for 1.5-entmax). The active set is a top segment of ``c``: with
-    ``phi(s) = sum_j r_j [c_j - s]_+^m`` decreasing, ``c_(k) > s*`` iff ``phi(c_(k)) < 1``, and
-    ``phi(c_(k)) = sum_{i<k} r_(i) (c_(i) - c_(k))^m`` is a prefix sum over the sorted order. On the
-    active set ``s`` solves a linear (alpha = 2) or quadratic (alpha = 1.5) equation. For the unit
-    reference this is sparsemax (Martins & Astudillo 2016) and 1.5-entmax (Peters et al. 2019).
+
+def _active_threshold(c_sorted: Array, r_sorted: Array, power: int) -> tuple[Array, Array]:
+    """``(count, c_last)``: the size of the active set and its smallest ``c``, from descending ``c``.
+
+    ``count`` counts the ``k`` with ``phi(c_(k)) < 1``, ``phi(c_(k)) = sum_{i<k} r_(i) (c_(i) - c_(k))^m``.
     """
-    if alpha not in (1.5, 2.0):
-        raise ValueError(f"alpha must be 1.5 or 2 for the sort-based solution, got {alpha}")
-    power = 1 if alpha == 2.0 else 2
-    support, shifted, _ = _support_shift(x, log_r)
-    r = jnp.exp(jnp.where(support, log_r, -jnp.inf))
-    c = 1.0 + (alpha - 1.0) * shifted  # 1 at the top, -inf outside the support
-    neg_sorted, r_sorted = jax.lax.sort((-c, r), dimension=c.ndim - 1, num_keys=1)
-    c_sorted = -neg_sorted
     finite = jnp.isfinite(c_sorted)
     c_safe = jnp.where(finite, c_sorted, 0.0)
 
@@ -222,7 +212,40 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array) -> tuple[Array, 
         second = exclusive_cumsum(r_sorted * c_safe**2)
         phi = second - 2.0 * c_safe * first + c_safe**2 * mass
     count = jnp.sum(finite & (phi < 1.0), axis=-1, keepdims=True)
-    c_last = jnp.take_along_axis(c_sorted, jnp.maximum(count - 1, 0), axis=-1)
+    return count, jnp.take_along_axis(c_sorted, jnp.maximum(count - 1, 0), axis=-1)
+
+
+def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | None = PARTIAL_SORT_SIZE):
+    """Exact alpha-divergence f-softargmax for ``alpha`` in {2, 1.5} and any reference, by sorting.
+
+    With ``c = 1 + (alpha - 1) x`` the solution is ``p_j = r_j [c_j - s]_+^m``, ``m = 1 / (alpha - 1)``
+    (1 for sparsemax, 2 for 1.5-entmax). The active set is a top segment of ``c``: with
+    ``phi(s) = sum_j r_j [c_j - s]_+^m`` decreasing, ``c_(k) > s*`` iff ``phi(c_(k)) < 1``, and
+    ``phi(c_(k)) = sum_{i<k} r_(i) (c_(i) - c_(k))^m`` is a prefix sum over the sorted order. On the
+    active set ``s`` solves a linear (alpha = 2) or quadratic (alpha = 1.5) equation. For the unit
+    reference this is sparsemax (Martins & Astudillo 2016) and 1.5-entmax (Peters et al. 2019).
+
+    Sorting is slow on CPUs, so only the ``partial`` largest entries are sorted (``lax.top_k``);
+    if the criterion fails inside them the active set is complete, otherwise (some row's active set
+    has ``partial`` entries or more) the rows are sorted in full. ``partial=None`` always sorts fully.
+    """
+    if alpha not in (1.5, 2.0):
+        raise ValueError(f"alpha must be 1.5 or 2 for the sort-based solution, got {alpha}")
+    power = 1 if alpha == 2.0 else 2
+    support, shifted, _ = _support_shift(x, log_r)
+    r = jnp.exp(jnp.where(support, log_r, -jnp.inf))
+    c = 1.0 + (alpha - 1.0) * shifted  # 1 at the top, -inf outside the support
+
+    def full_sort():
+        neg_sorted, r_sorted = jax.lax.sort((-c, r), dimension=c.ndim - 1, num_keys=1)
+        return _active_threshold(-neg_sorted, r_sorted, power)[1]
+
+    if partial is None or partial >= c.shape[-1]:
+        c_last = full_sort()
+    else:
+        c_top, index = jax.lax.top_k(c, partial)
+        count, c_last = _active_threshold(c_top, jnp.take_along_axis(r, index, axis=-1), power)
+        c_last = jax.lax.cond(jnp.all(count < partial), lambda: c_last, full_sort)
     active = support & (c >= c_last)
     c_active = jnp.where(active, c, 0.0)
     r_active = jnp.where(active, r, 0.0)

@@ -571,3 +571,20 @@ def test_extreme_logits_give_finite_distributions(name, q, log_ref, temperature)
         gap = np.asarray(div.f_prime_of_log(jnp.asarray(-np.log(r_top))), np.float64) - div.f_prime_zero
         far = x < x_max - gap * (1 + 1e-4) - 1e-3
         assert np.all(p[far] == 0.0)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_partial_sort_agrees_with_the_full_sort(x64, alpha):
+    x, log_ref = random_problem(jax.random.PRNGKey(21), rows=6, actions=300)
+    x[1] = 0.0  # every action active: the partial sort is incomplete and the full sort takes over
+    x[2] *= 1e-3
+    x[3] *= 100.0  # a handful of active actions: the partial sort suffices
+    x, log_ref = jnp.asarray(x), jnp.asarray(log_ref)
+    full, _ = fs.sorted_alpha_solution(alpha, x, log_ref, partial=None)
+    for partial in (8, 64):
+        p, _ = fs.sorted_alpha_solution(alpha, x, log_ref, partial=partial)
+        np.testing.assert_allclose(p, full, atol=1e-14)
+        p_small_row, _ = fs.sorted_alpha_solution(alpha, x[3:4], log_ref[3:4], partial=partial)  # top-k alone
+        np.testing.assert_allclose(p_small_row, full[3:4], atol=1e-14)
+    assert int(jnp.sum(full[1] > 0)) == int(jnp.sum(jnp.isfinite(log_ref[1])))
+    assert int(jnp.sum(full[3] > 0)) < 8
