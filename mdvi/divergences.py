@@ -119,7 +119,7 @@ def get_divergence(name: str | Divergence) -> Divergence:
     """
     if isinstance(name, Divergence):
         return name
-    if name in DIVERGENCES:
+    if isinstance(name, str) and name in DIVERGENCES:
         return DIVERGENCES[name]
     from mdvi.f_divergences import parse_f_divergence  # imports this module
 

@@ -99,6 +99,10 @@ class FDivergence(Divergence):
         """``f''(u)`` for ``u > 0``."""
         raise NotImplementedError
 
+    def curvature_weights(self, p: Array, log_p: Array, log_ref: Array) -> Array:
+        """``w_j = r_j / f''(p_j / r_j)`` on ``p > 0`` (0 elsewhere): the implicit derivative's weights."""
+        return solvers.curvature_weights(self, p, log_p, log_ref)
+
     @property
     def sparse(self) -> bool:
         """Whether the f-softargmax can put exact zeros on the reference's support (``f'(0+) > -inf``)."""
@@ -170,6 +174,9 @@ class KullbackLeibler(FDivergence):
 
     def f_second(self, u):
         return 1.0 / u
+
+    def curvature_weights(self, p, log_p, log_ref):
+        return p  # r / f''(p / r) = p
 
     @property
     def has_closed_form(self) -> bool:
@@ -305,6 +312,15 @@ class AlphaDivergence(FDivergence):
 
     def f_second(self, u):
         return jnp.ones_like(u) if self.alpha == 2.0 else u ** (self.alpha - 2.0)
+
+    def curvature_weights(self, p, log_p, log_ref):
+        # r (p / r)^(2 - alpha), without transcendental functions where the power allows it
+        active = p > 0
+        if self.alpha == 2.0:
+            return jnp.where(active, jnp.exp(log_ref), 0.0)
+        if self.alpha == 1.5:
+            return jnp.where(active, jnp.sqrt(p * jnp.exp(log_ref)), 0.0)
+        return super().curvature_weights(p, log_p, log_ref)
 
     @property
     def has_closed_form(self) -> bool:

@@ -266,8 +266,8 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | N
 # ---------------------------------------------------------------------------------------------
 
 
-def _curvature_weights(div: FDivergence, p: Array, log_p: Array, log_r: Array) -> Array:
-    """``w_j = r_j / f''(p_j / r_j)`` on the active set, 0 elsewhere."""
+def curvature_weights(div: FDivergence, p: Array, log_p: Array, log_r: Array) -> Array:
+    """``w_j = r_j / f''(p_j / r_j)`` on the active set, 0 elsewhere (generic form)."""
     active = p > 0
     safe_log_r = jnp.where(active, log_r, 0.0)
     u = jnp.exp(jnp.where(active, log_p, 0.0) - safe_log_r)
@@ -295,7 +295,7 @@ def _f_softargmax_jvp(div, primals, tangents):
     support = log_r > -jnp.inf
     dlog_r = jnp.where(support, dlog_r, 0.0)
     dx = jnp.where(p > 0, dx, 0.0)
-    w = _curvature_weights(div, p, log_p, log_r)
+    w = div.curvature_weights(p, log_p, log_r)
     p_dlog_r = p * dlog_r
     dtau = (jnp.sum(w * dx, -1, keepdims=True) + jnp.sum(p_dlog_r, -1, keepdims=True)) / jnp.sum(w, -1, keepdims=True)
     dp = w * (dx - dtau) + p_dlog_r
