@@ -136,9 +136,10 @@ plt.show()
 # %% [markdown]
 # **What to notice.** The certificate (squares) is always above the true gap (triangles), and
 # both fall together; the certificate is computable *without* knowing $V^\star$, which is why
-# the solver can stop on it. The true gap is roughly the *square* of $g/d - 1$ (it is a
-# second-order quantity at the optimum), so a loose-looking $g/d$ already means a nearly
-# optimal $\log\det$.
+# the solver can stop on it. The true gap falls monotonically (each Frank-Wolfe step is an
+# exact line search on $\log\det$), while $g/d$ does not: a step toward the point of largest
+# leverage can raise another point's leverage. Near the optimum the true gap is a fraction of
+# the certificate.
 
 # %% [markdown]
 # ## 3. Extrapolation under adversarial noise
