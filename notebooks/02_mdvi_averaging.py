@@ -15,7 +15,8 @@
 # Kozuno et al. 2022) regularizes each greedy step by a KL divergence to the previous policy
 # and by an entropy bonus:
 # $$\pi_{k} = \arg\max_{\pi} \langle \pi, q_k\rangle - \tau\,\mathrm{KL}(\pi\,\|\,\pi_{k-1}) + \kappa\,\mathcal{H}(\pi),
-# \qquad q_{k+1} = r + \gamma P\,\big(\langle \pi_k, q_k\rangle - \tau\mathrm{KL}(\pi_k\|\pi_{k-1}) + \kappa\mathcal H(\pi_k)\big).$$
+# \qquad q_{k+1} = r + \gamma P\,\big(\langle \pi_k, q_k\rangle - \tau\mathrm{KL}(\pi_k\|\pi_{k-1})
+# + \kappa\mathcal H(\pi_k)\big).$$
 # This notebook shows, with exact computations and a noisy generative model, that the KL
 # term makes the policy depend on an *average* of past $q$-functions, which averages their
 # errors. `SMOKE=1` shrinks sizes; `SOLUTIONS=1` runs the exercises' solutions.
@@ -54,7 +55,8 @@ gamma = mdp.discount
 # > **Policy form.** $\pi_k \propto \pi_{k-1}^{\alpha}\, \exp(\beta q_k)$ with
 # > $\alpha = \dfrac{\tau}{\tau+\kappa}$, $\beta = \dfrac{1}{\tau+\kappa}$.
 #
-# Unrolling from a uniform $\pi_0$: $\log\pi_k = \beta q_k + \alpha\beta q_{k-1} + \alpha^2\beta q_{k-2} + \dots + \text{const}$, so
+# Unrolling from a uniform $\pi_0$:
+# $\log\pi_k = \beta q_k + \alpha\beta q_{k-1} + \alpha^2\beta q_{k-2} + \dots + \text{const}$, so
 #
 # > **Theorem (sum form; Vieillard et al. 2020, Thm 1).** $\pi_k = \mathrm{softmax}(\beta s_k)$ with
 # > $s_k = \sum_{j\le k} \alpha^{k-j} q_j = q_k + \alpha s_{k-1}$.

@@ -31,7 +31,7 @@ import numpy as np
 from envs.probe import TwoStepProbe
 from envs.tabular import garnet
 from experiments.plotting import pyplot
-from mdvi import Regularization, greedy_log_policy, kl_divergence, munchausen_target
+from mdvi import Regularization, greedy_log_policy, munchausen_target
 from mdvi import tabular as solvers
 from mdvi.loop import mdvi_init, mdvi_iteration, mdvi_policy
 
@@ -113,7 +113,7 @@ soft = solvers.soft_value_iteration(model, kappa, tolerance=1e-12)
 closed_form = soft.q + alpha_m * tau_m * soft.log_policy
 q_m = jnp.zeros_like(model.reward)
 errors = []
-for k in range(200 if SMOKE else 400):
+for _ in range(200 if SMOKE else 400):
     q_m = munchausen_vi_step(q_m, tau_m, alpha_m, -jnp.inf)
     errors.append(float(jnp.max(jnp.abs(q_m - closed_form))))
 print(f"|q_M - (q*_kappa + alpha tau log pi*_kappa)| after {len(errors)} iterations: {errors[-1]:.2e}")

@@ -223,7 +223,8 @@ def fitted_exponent(succ):
 exponent = fitted_exponent(success)
 boot = np.array([fitted_exponent(success[..., rng.integers(0, seeds, seeds)]) for _ in range(200)])
 low, high = np.nanpercentile(boot, [5, 95])
-print(f"N*(H) ~ H^{exponent:.2f}, 90% bootstrap interval [{low:.2f}, {high:.2f}] ({np.isnan(boot).mean():.0%} resamples never reached 0.8)")
+never = np.isnan(boot).mean()
+print(f"N*(H) ~ H^{exponent:.2f}, 90% bootstrap interval [{low:.2f}, {high:.2f}] ({never:.0%} resamples never reached 0.8)")
 assert np.isfinite(exponent) and low <= exponent <= high
 
 # %% [markdown]
