@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Two workers on the two-core CI machine; override with `make test WORKERS=1`.
 WORKERS ?= 2
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-slow bench lint clean notebooks
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/minatar.py
 	$(BIN)/python benchmarks/lm.py
 	$(BIN)/python benchmarks/design.py
+
+# Execute the course notebooks at full size into docs/notebooks/ (executed .ipynb, committed).
+notebooks: $(STAMP)
+	$(BIN)/python docs/build_notebooks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""Every teaching notebook executes end to end (jupytext source -> notebook -> kernel)."""
+"""Every teaching notebook executes end to end (jupytext source -> notebook -> kernel),
+with its exercises' solutions (``SOLUTIONS=1``), and shows every figure it draws."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def test_notebook_executes(source, monkeypatch):
     import jupytext
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("SMOKE", "1")
+    monkeypatch.setenv("SMOKE", "1")  # small problem sizes
+    monkeypatch.setenv("SOLUTIONS", "1")  # the exercises' solutions run and are checked too
     monkeypatch.setenv("PYTHONPATH", str(source.parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     notebook = jupytext.read(source)
     client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(source.parent)}})
