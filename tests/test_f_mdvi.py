@@ -157,3 +157,66 @@ def test_misuse_is_named(mdp):
         solvers.exact_mdvi(mdp.model(), reg, 3, divergence="alpha:1.5", form="sum")
     with pytest.raises(ValueError, match="form must be one of"):
         solvers.exact_mdvi(mdp.model(), reg, 3, form="both")
+
+
+# ---------------------------------------------------------------------------------------------
+# f-regularized M-DQN on the probe
+# ---------------------------------------------------------------------------------------------
+
+
+def _sparsemax_target(q_tm1, a, r, discount, q_t, tau, munchausen_alpha, l0):
+    """M-DQN's target with alpha = 2 (chi2 / 2, unit reference), written by hand: policy
+    ``sparsemax(q / tau)``, bootstrap ``<p, q> - tau sum_a (p_a - 1)^2 / 2``, bonus ``tau (p_a - 1)``."""
+    p_tm1 = _entmax_numpy(q_tm1 / tau, 2.0)
+    p_t = _entmax_numpy(q_t / tau, 2.0)
+    value = np.sum(p_t * q_t) - tau * np.sum((p_t - 1.0) ** 2) / 2.0
+    return r + munchausen_alpha * np.clip(tau * (p_tm1[a] - 1.0), l0, 0.0) + discount * value
+
+
+def test_munchausen_target_with_a_divergence_matches_the_hand_computation():
+    from mdvi import munchausen_target
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q_tm1, q_t = rng.normal(size=4), rng.normal(size=4)
+        a, r, discount = int(rng.integers(4)), float(rng.normal()), 0.9
+        got = munchausen_target(jnp.asarray(q_tm1), jnp.asarray(a), jnp.asarray(r), jnp.asarray(discount),
+                                jnp.asarray(q_t), 0.3, 0.9, -1.0, divergence="alpha:2")
+        expected = _sparsemax_target(q_tm1, a, r, discount, q_t, 0.3, 0.9, -1.0)
+        np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-5)
+    # KL by name is the default target, bit for bit
+    args = tuple(jnp.asarray(x) for x in (q_tm1, a, r, discount, q_t))
+    assert float(munchausen_target(*args, 0.3, 0.9, -1.0)) == float(munchausen_target(*args, 0.3, 0.9, -1.0, divergence="kl"))
+
+
+def test_f_regularized_mdqn_learns_the_probe_values():
+    """Acceptance: M-DQN with the alpha = 2 (sparsemax) regularizer learns its exact probe values."""
+    from agents import networks
+    from agents.dqn import DQNAgent, config_for, make_train
+    from envs.probe import TwoStepProbe
+    from mdvi import kl_entropy_to_munchausen
+
+    probe = dict(
+        total_steps=6200, learning_starts=200, buffer_size=2000, batch_size=32, train_frequency=2,
+        target_period=100, learning_rate=1e-3, discount=0.9, exploration_fraction=0.5, epsilon_end=0.2,
+        eval_episodes=4, kl_weight=0.27, entropy_weight=0.03,
+    )  # fmt: skip
+    config = config_for("mdqn", divergence="alpha:2", **probe)
+    agent = DQNAgent(config, TwoStepProbe(), networks.mlp_q_network(2, (32, 32)))
+    state, _, returns = jax.jit(make_train(agent.config, agent.env, agent.network, num_chunks=2))(jax.random.key(3))
+    learned = np.asarray(agent.q_values(state.params, jnp.eye(2, dtype=jnp.float32)))
+    # the exact fixed point of the hand-written target
+    rewards, next_state, terminal = TwoStepProbe().transitions()
+    tau, alpha = kl_entropy_to_munchausen(config.kl_weight, config.entropy_weight)
+    q = np.zeros((2, 2))
+    for _ in range(300):
+        q = np.array([[
+            _sparsemax_target(q[s], a, rewards[s, a], 0.0 if terminal[s, a] else config.discount,
+                              q[next_state[s, a]], tau, alpha, config.log_clip_min)
+            for a in range(2)] for s in range(2)])  # fmt: skip
+    kl_config = config_for("mdqn", **probe)
+    assert kl_config.divergence == "kl"
+    # the regularizer matters: the fixed point differs from the KL one's bonus structure
+    assert q[1, 1] < -0.2 and abs(q[0, 0] - q[0, 1]) > 0.1
+    np.testing.assert_allclose(learned, q, atol=0.08)
+    np.testing.assert_allclose(np.asarray(returns[-1]), 1.5)
