@@ -150,7 +150,7 @@ def run(config: FDivConfig) -> dict:
     for name, f_loss in zip(config.losses, f_losses):
         lm = dataclasses.replace(config.lm, objective="mle" if name == "mle" else f_loss.name)
         train = make_train(lm, space)
-        output = jax.jit(jax.vmap(lambda k, t: train(k, t)))(train_keys, train_tokens)  # seeds vmapped
+        output = jax.jit(jax.vmap(train))(train_keys, train_tokens)  # seeds vmapped
         evaluate = _evaluator(config, model, oracle, heldout, f_loss)
         measured = jax.device_get(jax.jit(jax.vmap(evaluate))(output.params, eval_keys))
         per_seed = {metric: np.asarray(measured[metric], np.float64) for metric in METRICS[:8]}
@@ -165,12 +165,11 @@ def run(config: FDivConfig) -> dict:
     bar.close()
     oracle_scores = token_mdp.score(oracle, heldout)
     oracle_mask = token_mdp.sequence_mask(heldout)
+    oracle_support = jnp.sum(oracle_scores.log_probs > math.log(config.near_zero), -1)
     oracle_reference = {
         "oracle_loglik": float(lm_losses.masked_mean(oracle_scores.step_log_probs, oracle_mask)),
         "oracle_entropy": float(lm_losses.masked_mean(oracle_scores.entropy, oracle_mask)),
-        "oracle_support": float(
-            lm_losses.masked_mean(jnp.sum(oracle_scores.log_probs > math.log(config.near_zero), -1).astype(jnp.float32), oracle_mask)
-        ),
+        "oracle_support": float(lm_losses.masked_mean(oracle_support.astype(jnp.float32), oracle_mask)),
     }
     summary_rows = []
     for name in config.losses:
@@ -195,13 +194,17 @@ def run(config: FDivConfig) -> dict:
         "files": {"metrics": csv_path.name, "figure": figure_path.name},
     }
     run_dir.write_summary(summary)
-    table = [{k: (f"{row[k]:.4g}" if isinstance(row[k], float) else row[k]) for k in ("loss", *PLOTTED, "heldout_nll", "entropy")} for row in summary_rows]
+    table = [_shown(row, ("loss", *PLOTTED, "heldout_nll", "entropy")) for row in summary_rows]
     print(f"\nCross-entropy vs Fenchel-Young f-losses ({config.seeds} seeds, {config.lm.steps} steps, T = 1 samples)")
     print(format_table(table))
     for line in comparison:
         print(line["text"])
     print(f"results in {run_dir.path} ({elapsed:.1f} s)")
     return summary
+
+
+def _shown(row: dict, keys) -> dict:
+    return {k: (f"{row[k]:.4g}" if isinstance(row[k], float) else row[k]) for k in keys}
 
 
 def _compare(config: FDivConfig, results: dict) -> list[dict]:
@@ -262,10 +265,7 @@ def demo_section(out: Path):
         train_size=256, heldout_size=128, samples=128, seeds=2,
     )  # fmt: skip
     summary = run(config)
-    table = format_table([
-        {k: (f"{row[k]:.4g}" if isinstance(row[k], float) else row[k]) for k in ("loss", "impossible_rate", "accuracy", "support")}
-        for row in summary["losses"]
-    ])  # fmt: skip
+    table = format_table([_shown(row, ("loss", "impossible_rate", "accuracy", "support")) for row in summary["losses"]])
     text = (
         f"The lab's transformer trained for {config.lm.steps} steps with cross-entropy and with the alpha = 1.5 "
         f"Fenchel-Young loss (1.5-entmax, Roulet et al. 2025) on {config.train_size} oracle sequences, "

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from envs import generative
 from envs.tabular import TabularMDP, TabularModel
+from mdvi.divergences import KL, Divergence
 from mdvi.loop import (  # noqa: F401  (re-exported: the tabular solvers' state and loop)
     MDVIRun,
     MDVIState,
@@ -38,7 +39,6 @@ from mdvi.loop import (  # noqa: F401  (re-exported: the tabular solvers' state 
     mdvi_update,
     mdvi_value,
 )
-from mdvi.divergences import KL, Divergence
 from mdvi.regularized import Regularization, check_regularization, greedy_log_policy, soft_value
 
 Array = jax.Array

@@ -180,8 +180,17 @@ def test_munchausen_target_with_a_divergence_matches_the_hand_computation():
     for _ in range(20):
         q_tm1, q_t = rng.normal(size=4), rng.normal(size=4)
         a, r, discount = int(rng.integers(4)), float(rng.normal()), 0.9
-        got = munchausen_target(jnp.asarray(q_tm1), jnp.asarray(a), jnp.asarray(r), jnp.asarray(discount),
-                                jnp.asarray(q_t), 0.3, 0.9, -1.0, divergence="alpha:2")
+        got = munchausen_target(
+            jnp.asarray(q_tm1),
+            jnp.asarray(a),
+            jnp.asarray(r),
+            jnp.asarray(discount),
+            jnp.asarray(q_t),
+            0.3,
+            0.9,
+            -1.0,
+            divergence="alpha:2",
+        )
         expected = _sparsemax_target(q_tm1, a, r, discount, q_t, 0.3, 0.9, -1.0)
         np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-5)
     # KL by name is the default target, bit for bit
