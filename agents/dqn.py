@@ -46,6 +46,7 @@ from agents import networks
 from agents.replay import Batch, ReplayState, replay_add, replay_init, replay_sample
 from envs.base import Environment
 from mdvi import kl_entropy_to_munchausen, munchausen_target
+from mdvi.divergences import get_divergence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +149,8 @@ class DQNConfig:
     """Munchausen entropy weight kappa."""
     log_clip_min: float = -1.0
     """Lower clip l0 of the scaled log-policy bonus."""
+    divergence: str = "kl"
+    """Regularizer of M-DQN's policy, soft bootstrap and bonus (mdvi.divergences name, e.g. alpha:1.5)."""
     variance_epsilon: float = 0.1
     """eps_w added to exp(out) in the variance network."""
     weight_min: float = 0.1
@@ -165,6 +168,10 @@ class DQNConfig:
 
     def __post_init__(self):
         get_algorithm(self.algorithm)
+        try:
+            get_divergence(self.divergence)
+        except ValueError as error:
+            raise ValueError(f"divergence: {error}") from None
         for name, low in _INTEGER_BOUNDS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -308,6 +315,7 @@ def td_errors(
     temperature=0.0,
     munchausen_alpha=0.0,
     log_clip_min: float = -1.0,
+    divergence: str = "kl",
 ) -> jax.Array:
     """Batched TD errors ``y - q_tm1[a]`` with the target built from the ``bootstrap`` values.
 
@@ -318,7 +326,8 @@ def td_errors(
     chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, bootstrap_tm1, bootstrap_t], [2, 1, 1, 1, 2, 2])
     if not munchausen:
         return jax.vmap(rlax.q_learning)(q_tm1, a_tm1, r_t, discount_t, bootstrap_t)
-    target = jax.vmap(munchausen_target, in_axes=(0, 0, 0, 0, 0, None, None, None))(
+    target_fn = functools.partial(munchausen_target, divergence=divergence)
+    target = jax.vmap(target_fn, in_axes=(0, 0, 0, 0, 0, None, None, None))(
         bootstrap_tm1, a_tm1, r_t, discount_t, bootstrap_t, temperature, munchausen_alpha, log_clip_min
     )
     q_taken = jnp.take_along_axis(q_tm1, a_tm1[:, None], axis=-1)[:, 0]
@@ -419,6 +428,7 @@ class DQNAgent:
             q_tm1, batch.action, batch.reward, discount, bootstrap_tm1, bootstrap_t,
             munchausen=self.config.munchausen, temperature=self.temperature,
             munchausen_alpha=self.munchausen_alpha, log_clip_min=self.config.log_clip_min,
+            divergence=self.config.divergence,
         )
 
     # -- state ---------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ COMMANDS: tuple[Command, ...] = (
             "Deep MDVI on the DVW paper's pitfall maze: f = 1, f*, DVW x DQN / M-DQN, exact gaps and weight checks."),
     Command("lm-irl", "experiments.lm_irl", "LMIRLConfig", "run",
             "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity."),
+    Command("fdiv", "experiments.fdiv", "FDivConfig", "run",
+            "Cross-entropy vs Fenchel-Young f-losses (alpha = 1.5, chi2) on an exact oracle LM; oracle-impossible samples."),
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}

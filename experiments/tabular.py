@@ -23,6 +23,7 @@ from experiments.results import RunDir, format_table, tidy_rows
 from experiments.stats import mean_se
 from mdvi import Regularization, loop
 from mdvi import tabular as solvers
+from mdvi.divergences import get_divergence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,8 @@ class TabularConfig:
     """MDVI's alpha = tau / (tau + kappa); default gamma (Kozuno et al. 2022)."""
     beta: float = math.inf
     """MDVI's inverse temperature 1 / (tau + kappa); inf is the hard-max limit."""
+    divergence: str = "kl"
+    """Regularizer of the greedy step and soft value (kl, alpha:1.5, chi2, ...; non-KL runs the policy form)."""
     iterations: int = 60
     """MDVI iterations K."""
     samples_per_pair: tuple[int, ...] = (1, 4, 16, 64)
@@ -80,6 +83,12 @@ class TabularConfig:
         if self.env == "arm":
             return tabular_envs.arm_mdp(self.discount, self.epsilon, self.num_actions)
         raise ValueError(f"unknown env {self.env!r}; choose garnet, chain, gridworld or arm")
+
+    def __post_init__(self):
+        try:
+            get_divergence(self.divergence)
+        except ValueError as error:
+            raise ValueError(f"divergence: {error}") from None
 
     def regularization(self) -> Regularization:
         alpha = self.discount if self.alpha is None else self.alpha
@@ -176,7 +185,7 @@ def _run(config: TabularConfig) -> dict:
     with progress("exact MDVI") as bar:
         exact = loop.run_in_chunks(
             lambda state, start, size: solvers.run_mdvi(model, regularization, state, size, start=start, v_star=v_star),
-            solvers.mdvi_init(model, regularization), K, config.chunk, bar.update,
+            solvers.mdvi_init(model, regularization, config.divergence), K, config.chunk, bar.update,
         )  # fmt: skip
     rows += tidy_rows("exact", "gap", exact.gap)
     summary_rows.append(
@@ -185,7 +194,7 @@ def _run(config: TabularConfig) -> dict:
 
     # Sampled MDVI: all seeds in one vmapped call per chunk.
     keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-    init = solvers.mdvi_init(model, regularization)
+    init = solvers.mdvi_init(model, regularization, config.divergence)
     seeded_init = jax.tree.map(lambda x: np.broadcast_to(x, (config.seeds, *x.shape)), init)
     for M in config.samples_per_pair:
         chunk = _sampled_chunk(M)
@@ -219,7 +228,8 @@ def _run(config: TabularConfig) -> dict:
     figure = plot_lines(
         frame,
         run_dir.file("gap.png"),
-        title=f"MDVI on {mdp.name} (gamma={mdp.discount}, alpha={regularization.alpha:.3g}, beta={regularization.beta:g})",
+        title=f"MDVI on {mdp.name} (gamma={mdp.discount}, alpha={regularization.alpha:.3g}, beta={regularization.beta:g}"
+        + ("" if config.divergence == "kl" else f", {config.divergence}") + ")",
         xlabel="iteration k",
         ylabel="||V* - V^{pi_k}||_inf",
         logy=True,
@@ -231,6 +241,7 @@ def _run(config: TabularConfig) -> dict:
         "discount": mdp.discount,
         "alpha": regularization.alpha,
         "beta": regularization.beta,
+        "divergence": get_divergence(config.divergence).name,
         "iterations": K,
         "seeds": config.seeds,
         "v_star_max": float(np.max(np.asarray(v_star))),

@@ -61,6 +61,7 @@ from envs.linear import LinearMDP
 from envs.tabular import TabularModel
 from mdvi import loop
 from mdvi import tabular as solvers
+from mdvi.divergences import KL, Divergence
 from mdvi.regularized import Regularization, check_regularization
 from theory.design import Design, allocation_counts, column_space, design_weights, optimal_design
 
@@ -303,9 +304,15 @@ def ls_mdvi(
     *,
     sampling: Sampling = DEFAULT_SAMPLING,
     v_star: Array | None = None,
+    divergence: str | Divergence = KL,
+    form: str | None = None,
 ) -> loop.MDVIRun:
-    """(Weighted) LS-MDVI from the standard initialisation; ``vmap`` over ``key`` for seeds."""
-    state = loop.mdvi_init(model.tabular, check_regularization(regularization))
+    """(Weighted) LS-MDVI from the standard initialisation; ``vmap`` over ``key`` for seeds.
+
+    ``divergence`` regularizes the greedy step and the soft value; a non-KL divergence runs the
+    policy form of the recursion (:func:`mdvi.loop.mdvi_init`, ``form``).
+    """
+    state = loop.mdvi_init(model.tabular, check_regularization(regularization), divergence, form)
     return run_ls_mdvi(model, regularization, state, allocation, num_iterations, key=key, sampling=sampling, v_star=v_star)
 
 
@@ -430,6 +437,7 @@ def vwls_mdvi_run(
     settings: VarianceFitSettings = DEFAULT_FIT,
     v_star: Array | None = None,
     record: bool = True,
+    divergence: str | Divergence = KL,
 ) -> VWLSRun:
     """VWLS-MDVI (module docstring): LS phase, variance fit, weighted design, weighted phase.
 
@@ -445,6 +453,7 @@ def vwls_mdvi_run(
         fit and ``ceil(N)`` of phase 2.
       settings: the variance fit's floor and design settings.
       v_star: if given (and recording), each iterate's gap is recorded.
+      divergence: the regularizer of the greedy step (static); non-KL runs the policy form.
 
     Jitted as :func:`vwls_mdvi` (``record=True``: per-iterate gaps and calls; ``phases`` Python
     ints, static) and :func:`iterate_vwls_mdvi` (``record=False``: ``gap`` and ``samples`` are
@@ -452,7 +461,7 @@ def vwls_mdvi_run(
     same iterates and the same total calls.
     """
     K, K1 = phases.check()
-    state = loop.mdvi_init(model.tabular, check_regularization(regularization))
+    state = loop.mdvi_init(model.tabular, check_regularization(regularization), divergence)
     common = dict(key=key, sampling=sampling, v_star=v_star, record=record)
     run1 = ls_mdvi_run(model, regularization, state, phase1, K1, start=0, **common)
     fit_key = None if key is None else jax.random.fold_in(key, VARIANCE_KEY_TAG)
@@ -467,5 +476,5 @@ def vwls_mdvi_run(
     return VWLSRun(state=run2.state, gap=gap, samples=samples, total_samples=total, fit=fit)
 
 
-vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("phases", "sampling", "settings"), record=True)
-iterate_vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("sampling", "settings"), record=False, v_star=None)
+vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("phases", "sampling", "settings", "divergence"), record=True)
+iterate_vwls_mdvi = loop.jit_variant(vwls_mdvi_run, ("sampling", "settings", "divergence"), record=False, v_star=None)

@@ -9,7 +9,18 @@ MDVI in its sum form (Vieillard et al. 2020, "Leverage the Average", Thm 1; Kozu
     q_{k+1} = r + gamma P v_k.
 
 ``v_k`` equals ``<pi_k, q_k - tau log(pi_k / pi_{k-1}) - kappa log pi_k>``, the regularized
-value of the policy form. The variants differ only in how ``r + gamma P v_k`` is estimated:
+value of the policy form.
+
+The sum form is specific to KL. For any other divergence ``D`` (:mod:`mdvi.divergences`) the
+loop runs the general recursion, the *policy form* (:class:`PolicyState`):
+
+    pi_k = argmax_pi <pi, q_k> - (1/beta) D(pi || pi_{k-1}^alpha),
+    v_k  = the optimal value of the same problem,           q_{k+1} = r + gamma P v_k,
+
+which for KL reproduces the sum form iterate for iterate. With a sparse divergence and
+``alpha > 0`` the support of ``pi_k`` can only shrink (``pi_{k-1} = 0`` is outside the
+reference's support); ``alpha = 0`` is f-regularized value iteration (Tsallis VI for the alpha
+divergences with the unit reference). The variants differ only in how ``r + gamma P v_k`` is estimated:
 exactly, from ``M`` generative-model draws per pair (tabular sampled MDVI), or by a
 (weighted) least-squares fit of sampled targets at a design's points (LS- and VWLS-MDVI,
 Kitamura et al. 2023, arXiv 2305.13185). Each variant supplies that estimate as a *step*
@@ -25,6 +36,7 @@ call, because iteration ``k`` always draws with ``fold_in(key, k)``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -33,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdvi.regularized import Regularization, greedy_log_policy, soft_value
+from mdvi.divergences import KL, Divergence, get_divergence
+from mdvi.regularized import Regularization, greedy_log_policy, mdvi_greedy_step, mdvi_soft_value, soft_value
 
 Array = jax.Array
 
@@ -47,8 +60,33 @@ class MDVIState(NamedTuple):
     w_prev: Array  # [S] w_{k-1}
 
 
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
+class PolicyState:
+    """MDVI state of the policy form: ``q_k``, ``log pi_k``, ``log pi_{k-1}``.
+
+    A pytree whose leaves are the three arrays; the divergence is static (part of the tree
+    structure), so a jitted loop compiles once per divergence.
+    """
+
+    q: Array  # [S, A] q_k
+    log_policy: Array  # [S, A] log pi_k
+    log_prev_policy: Array  # [S, A] log pi_{k-1}
+    divergence: Divergence
+
+    def tree_flatten(self):
+        return (self.q, self.log_policy, self.log_prev_policy), self.divergence
+
+    @classmethod
+    def tree_unflatten(cls, divergence, leaves):
+        return cls(*leaves, divergence=divergence)
+
+
+FORMS = ("sum", "policy")
+
+
 class MDVIRun(NamedTuple):
-    state: MDVIState  # after the last iteration
+    state: MDVIState | PolicyState  # after the last iteration
     gap: Array | None  # [K] ||V* - V^{pi_k}||_inf of each iterate (NaN if no V*); None if not recorded
     samples: Array | None  # [K] generative-model calls of each iteration; None if not recorded
     total_samples: Array  # calls of all K iterations
@@ -59,30 +97,65 @@ def count_dtype():
     return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
 
 
-def mdvi_init(model, regularization: Regularization) -> MDVIState:
+def check_form(divergence: str | Divergence = KL, form: str | None = None) -> tuple[Divergence, str]:
+    """``(divergence, form)``: ``form=None`` picks the sum form for KL, the policy form otherwise."""
+    divergence = get_divergence(divergence)
+    if form is None:
+        form = "sum" if divergence is KL else "policy"
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS} (or None), got {form!r}")
+    if form == "sum" and divergence is not KL:
+        raise ValueError(f"form='sum' holds only for the KL divergence, got divergence {divergence.name!r}; use 'policy'")
+    return divergence, form
+
+
+def mdvi_init(
+    model, regularization: Regularization, divergence: str | Divergence = KL, form: str | None = None
+) -> MDVIState | PolicyState:
     """``q_0 = s_0 = s_{-1} = 0``: uniform ``pi_0``, ``w_0 = w_{-1}`` = soft value of 0.
 
-    ``model``: anything with a ``reward`` array ``[S, A]`` (a tabular model).
+    ``model``: anything with a ``reward`` array ``[S, A]`` (a tabular model). ``divergence``
+    and ``form`` choose the recursion (:func:`check_form`): the sum form (KL only) returns an
+    :class:`MDVIState`, the policy form a :class:`PolicyState` with ``q_0 = 0`` and
+    ``pi_{-1} = pi_0`` uniform.
     """
+    divergence, form = check_form(divergence, form)
     zeros = jnp.zeros_like(model.reward)
+    if form == "policy":
+        log_uniform = jnp.full_like(zeros, -jnp.log(zeros.shape[-1]))
+        log_policy = mdvi_greedy_step(zeros, log_uniform, regularization, divergence)
+        return PolicyState(q=zeros, log_policy=log_policy, log_prev_policy=log_uniform, divergence=divergence)
     w0 = soft_value(zeros, regularization.temperature)
     return MDVIState(q=zeros, s=zeros, w=w0, w_prev=w0)
 
 
-def mdvi_value(state: MDVIState, regularization: Regularization) -> Array:
-    """``v_k = w_k - alpha w_{k-1}``: the regularized value of ``pi_k`` under ``q_k``."""
+def mdvi_value(state: MDVIState | PolicyState, regularization: Regularization) -> Array:
+    """``v_k = w_k - alpha w_{k-1}``: the regularized value of ``pi_k`` under ``q_k``.
+
+    Policy form: the conjugate ``max_pi <pi, q_k> - (1/beta) D(pi || pi_{k-1}^alpha)``.
+    """
+    if isinstance(state, PolicyState):
+        return mdvi_soft_value(state.q, state.log_prev_policy, regularization, state.divergence)
     return state.w - regularization.alpha * state.w_prev
 
 
-def mdvi_update(state: MDVIState, q_next: Array, regularization: Regularization) -> MDVIState:
-    """Fold a new ``q_{k+1}`` into the running sum and its soft value."""
+def mdvi_update(state: MDVIState | PolicyState, q_next: Array, regularization: Regularization):
+    """Fold a new ``q_{k+1}`` into the running sum and its soft value.
+
+    Policy form: the greedy step ``pi_{k+1}`` against the reference ``pi_k^alpha``.
+    """
+    if isinstance(state, PolicyState):
+        log_policy = mdvi_greedy_step(q_next, state.log_policy, regularization, state.divergence)
+        return PolicyState(q=q_next, log_policy=log_policy, log_prev_policy=state.log_policy, divergence=state.divergence)
     s_next = q_next + regularization.alpha * state.s
     w_next = soft_value(s_next, regularization.temperature)
     return MDVIState(q=q_next, s=s_next, w=w_next, w_prev=state.w)
 
 
-def mdvi_policy(state: MDVIState, regularization: Regularization) -> Array:
-    """``log pi_k = log softmax(beta s_k)`` (hard max when ``beta = inf``)."""
+def mdvi_policy(state: MDVIState | PolicyState, regularization: Regularization) -> Array:
+    """``log pi_k = log softmax(beta s_k)`` (hard max when ``beta = inf``); policy form: stored."""
+    if isinstance(state, PolicyState):
+        return state.log_policy
     return greedy_log_policy(state.s, regularization.temperature)
 
 

@@ -283,12 +283,34 @@ def mdvi_greedy_step(
     policy entirely (``pi^0 = 1``, even where ``pi_{k-1} = 0``); that case is a ``where``, not
     a Python branch, so ``alpha`` may be traced (a vmapped sweep).
     """
+    log_ref = _mdvi_reference(q, log_prev_policy, regularization)
+    return greedy_log_policy(q, regularization.temperature, log_ref=log_ref, divergence=divergence)
+
+
+def mdvi_soft_value(
+    q: Array,
+    log_prev_policy: Array,
+    regularization: Regularization,
+    divergence: str | Divergence = KL,
+) -> Array:
+    """The optimal value of :func:`mdvi_greedy_step`'s problem (its conjugate), ``[...]``.
+
+    ``v_k = max_pi <pi, q_k> - (1 / beta) D(pi || pi_{k-1}^alpha)``: MDVI's regularized value
+    in the policy form, for any divergence. For KL it equals the sum form's ``w_k - alpha
+    w_{k-1}`` (Vieillard et al. 2020, Thm 1): ``(1/beta) log sum_a pi_{k-1}^alpha exp(beta q_k)``
+    with ``log pi_{k-1} = beta (s_{k-1} - w_{k-1})``.
+    """
+    log_ref = _mdvi_reference(q, log_prev_policy, regularization)
+    return soft_value(q, regularization.temperature, log_ref=log_ref, divergence=divergence)
+
+
+def _mdvi_reference(q, log_prev_policy, regularization: Regularization) -> Array:
+    """``alpha log pi_{k-1}``, the log reference measure of the MDVI step (0 when ``alpha = 0``)."""
     check_regularization(regularization)
     log_prev_policy = jnp.asarray(log_prev_policy)
     _same_shape("log_prev_policy", log_prev_policy, jnp.asarray(q))
     alpha = regularization.alpha
-    log_ref = jnp.where(alpha == 0.0, 0.0, alpha * log_prev_policy)
-    return greedy_log_policy(q, regularization.temperature, log_ref=log_ref, divergence=divergence)
+    return jnp.where(alpha == 0.0, 0.0, alpha * log_prev_policy)
 
 
 def policy_from_sum(s: Array, regularization: Regularization) -> Array:
@@ -324,12 +346,27 @@ def kl_divergence(log_p: Array, log_q: Array) -> Array:
 # ---------------------------------------------------------------------------------------------
 
 
-def scaled_log_policy(q: Array, temperature) -> Array:
+def scaled_log_policy(q: Array, temperature, divergence: str | Divergence = KL) -> Array:
     """``tau * log pi(a)`` for ``pi = softmax(q / tau)``, computed as ``q - soft_value(q, tau)``.
 
     This form stays finite at ``tau = 0`` (where it is ``q - max q <= 0``).
+
+    For an f-divergence ``D_f`` (:mod:`mdvi.f_divergences`) with the unit reference it is the
+    generalised scaled log-policy ``tau (f'(pi(a)) - f'(1))``, ``pi`` the f-softargmax of
+    ``q / tau``: ``f' = log`` for KL, and for the alpha family the Tsallis ``q``-logarithm
+    ``(pi^(alpha-1) - 1) / (alpha - 1)`` used by Zhu et al. (2023, "Generalized Munchausen RL
+    using Tsallis KL", arXiv 2301.11476). It is ``<= 0`` and may be ``-inf`` (reverse KL at
+    ``pi = 0``); the Munchausen bonus clips it. ``tau = 0`` gives 0 for f-divergences.
     """
-    return q - jnp.expand_dims(soft_value(q, temperature), -1)
+    divergence = get_divergence(divergence)
+    if divergence is KL:
+        return q - jnp.expand_dims(soft_value(q, temperature), -1)
+    if not hasattr(divergence, "f_prime_of_log"):
+        raise ValueError(f"divergence {divergence.name!r} has no generator f' for the scaled log-policy")
+    log_pi = greedy_log_policy(q, temperature, divergence=divergence)
+    t = jnp.expand_dims(jnp.asarray(temperature, q.dtype), -1)
+    scaled = t * (divergence.f_prime_of_log(log_pi) - divergence.f_prime_one)
+    return jnp.where(t > 0, scaled, 0.0)
 
 
 def munchausen_target(
@@ -341,6 +378,7 @@ def munchausen_target(
     temperature,
     munchausen_alpha,
     log_clip_min: float = -1.0,
+    divergence: str | Divergence = KL,
 ) -> Array:
     """Munchausen-DQN regression target for one transition (Vieillard et al. 2020b, Eq. 4).
 
@@ -357,14 +395,18 @@ def munchausen_target(
       q_target_t: target-network values at ``s_t``, shape ``[A]``.
       temperature: ``tau_M >= 0``; munchausen_alpha: ``alpha_M`` in [0, 1].
       log_clip_min: ``l0 < 0``, the lower clip of the scaled log-policy bonus.
+      divergence: the regularizer (KL by default). For an f-divergence the policy is the
+        f-softargmax, the bootstrap its conjugate (the f-regularized soft value) and the bonus
+        the generalised scaled log-policy of :func:`scaled_log_policy`, all with the unit
+        reference.
     """
     for name, value, rank in (("q_target_tm1", q_target_tm1, 1), ("a_tm1", a_tm1, 0), ("r_t", r_t, 0),
                               ("discount_t", discount_t, 0), ("q_target_t", q_target_t, 1)):
         if jnp.ndim(value) != rank:
             raise ValueError(f"{name} must have rank {rank}, got shape {jnp.shape(value)}")
-    bonus_log_pi = scaled_log_policy(q_target_tm1, temperature)[a_tm1]
+    bonus_log_pi = scaled_log_policy(q_target_tm1, temperature, divergence)[a_tm1]
     bonus = munchausen_alpha * jnp.clip(bonus_log_pi, log_clip_min, 0.0)
-    return r_t + bonus + discount_t * soft_value(q_target_t, temperature)
+    return r_t + bonus + discount_t * soft_value(q_target_t, temperature, divergence=divergence)
 
 
 def soft_td_residual(q_taken: Array, next_value: Array, discount) -> Array:

@@ -24,9 +24,11 @@ import jax.numpy as jnp
 
 from envs import generative
 from envs.tabular import TabularMDP, TabularModel
+from mdvi.divergences import KL, Divergence
 from mdvi.loop import (  # noqa: F401  (re-exported: the tabular solvers' state and loop)
     MDVIRun,
     MDVIState,
+    PolicyState,
     check_iterations,
     count_dtype,
     jit_variant,
@@ -233,8 +235,8 @@ def sampled_step(key: Array, model: TabularModel, samples_per_pair, sampler: str
     return step
 
 
-def policy_gap(model: TabularModel, v_star: Array, state: MDVIState, regularization: Regularization) -> Array:
-    """``||V* - V^{pi_k}||_inf`` of the MDVI policy ``pi_k = softmax(beta s_k)``, evaluated exactly."""
+def policy_gap(model: TabularModel, v_star: Array, state: MDVIState | PolicyState, regularization: Regularization) -> Array:
+    """``||V* - V^{pi_k}||_inf`` of the MDVI policy ``pi_k`` (sum form: ``softmax(beta s_k)``), evaluated exactly."""
     policy = jnp.exp(mdvi_policy(state, regularization))
     return jnp.max(jnp.abs(v_star - policy_evaluation(model, policy)))
 
@@ -283,11 +285,20 @@ def exact_mdvi(
     regularization: Regularization,
     num_iterations: int,
     v_star: Array | None = None,
+    *,
+    divergence: str | Divergence = KL,
+    form: str | None = None,
 ) -> MDVIRun:
-    """``num_iterations`` of exact MDVI from the standard initialisation."""
+    """``num_iterations`` of exact MDVI from the standard initialisation.
+
+    ``divergence`` regularizes the greedy step and the soft value (KL: MDVI proper); a non-KL
+    divergence runs the policy form of the recursion, ``form`` forces one (see
+    :func:`mdvi.loop.mdvi_init`).
+    """
     model = as_model(mdp)
     check_regularization(regularization)
-    return run_mdvi(model, regularization, mdvi_init(model, regularization), num_iterations, v_star=v_star)
+    init = mdvi_init(model, regularization, divergence, form)
+    return run_mdvi(model, regularization, init, num_iterations, v_star=v_star)
 
 
 def sampled_mdvi(
@@ -298,12 +309,18 @@ def sampled_mdvi(
     samples_per_pair: int,
     v_star: Array | None = None,
     sampler: str = "iid",
+    *,
+    divergence: str | Divergence = KL,
+    form: str | None = None,
 ) -> MDVIRun:
-    """Sampled MDVI with a generative model; ``jax.vmap`` over ``key`` runs many seeds at once."""
+    """Sampled MDVI with a generative model; ``jax.vmap`` over ``key`` runs many seeds at once.
+
+    ``divergence`` and ``form`` as in :func:`exact_mdvi`.
+    """
     model = as_model(mdp)
     check_regularization(regularization)
     return run_mdvi(
-        model, regularization, mdvi_init(model, regularization), num_iterations,
+        model, regularization, mdvi_init(model, regularization, divergence, form), num_iterations,
         key=key, samples_per_pair=samples_per_pair, v_star=v_star, sampler=sampler,
     )  # fmt: skip
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from agents.lm.transformer import Decoder
 from envs.token_mdp import EOS, sequence_mask
 from mdvi import entropy, greedy_log_policy
+from mdvi.divergences import KL, Divergence
 
 Array = jax.Array
 
@@ -34,8 +35,17 @@ class Samples(NamedTuple):
     log_probs: Array
 
 
-def sample(decoder: Decoder, params, key: Array, num_sequences: int, temperature=1.0) -> Samples:
+def sample(
+    decoder: Decoder, params, key: Array, num_sequences: int, temperature=1.0, *,
+    divergence: str | Divergence = KL, log_reference: float = 0.0,
+) -> Samples:  # fmt: skip
     """Ancestral sampling from ``softmax(Q / temperature)``, restricted to the length window.
+
+    A model trained with a Fenchel-Young f-loss (:mod:`agents.lm.f_objectives`) defines the
+    f-softargmax distribution, not the softmax of its logits: pass its ``divergence`` and the
+    constant log reference ``log_reference`` (0: the unit reference; ``-log A``: the uniform
+    one) to sample from ``argmax_p <p, Q> - temperature D(p || ref)``; sparse divergences then
+    never sample a token the model gives probability 0.
 
     The window is the token space's: ``EOS`` is excluded before ``space.min_length`` and forced
     at the last position. The restriction is the core's KL-greedy step
@@ -52,8 +62,8 @@ def sample(decoder: Decoder, params, key: Array, num_sequences: int, temperature
         t, key = inputs
         logits, cache = decoder.step(params, previous, t, cache)  # [N, A]
         allowed = jnp.where(t < space.min_length, ~is_eos, jnp.where(t == window - 1, is_eos, True))
-        log_ref = jnp.broadcast_to(jnp.where(allowed, 0.0, -jnp.inf), logits.shape).astype(logits.dtype)
-        log_policy = greedy_log_policy(logits, temperature, log_ref=log_ref)
+        log_ref = jnp.broadcast_to(jnp.where(allowed, log_reference, -jnp.inf), logits.shape).astype(logits.dtype)
+        log_policy = greedy_log_policy(logits, temperature, log_ref=log_ref, divergence=divergence)
         action = jax.random.categorical(key, log_policy)
         action = jnp.where(done, EOS, action).astype(jnp.int32)
         step_entropy = jnp.where(done, 0.0, entropy(log_policy))
