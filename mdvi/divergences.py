@@ -111,11 +111,16 @@ DIVERGENCES: dict[str, Divergence] = {KL.name: KL}
 
 
 def get_divergence(name: str | Divergence) -> Divergence:
-    """Look a divergence up by name (``"kl"``), or pass an instance through."""
+    """Look a divergence up by name, or pass an instance through.
+
+    ``"kl"`` and the f-divergence families of :mod:`mdvi.f_divergences`: ``"reverse_kl"``,
+    ``"chi2"``, ``"js"``, ``"jeffreys"``, ``"hellinger"``, ``"alpha:<alpha>"`` (e.g. ``"alpha:1.5"``)
+    and ``"jsd:<beta>"`` (GKD's generalized JSD, e.g. ``"jsd:0.1"``).
+    """
     if isinstance(name, Divergence):
         return name
-    try:
+    if name in DIVERGENCES:
         return DIVERGENCES[name]
-    except KeyError:
-        known = ", ".join(sorted(DIVERGENCES))
-        raise ValueError(f"unknown divergence {name!r}; known divergences: {known}") from None
+    from mdvi.f_divergences import parse_f_divergence  # imports this module
+
+    return parse_f_divergence(name)

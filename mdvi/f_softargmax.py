@@ -1,0 +1,375 @@
+"""The f-softargmax and its conjugate: the regularized greedy step for any f-divergence.
+
+Roulet, Liu, Vieillard, Sander and Blondel (2025, arXiv 2501.18537) define, for an
+f-divergence ``D_f(p || r) = sum_j r_j f(p_j / r_j)`` with a reference measure ``r``,
+
+    f-softargmax(x; r) = argmax_{p in simplex} <p, x> - D_f(p || r),
+    Omega*(x)          = max_{p in simplex}    <p, x> - D_f(p || r).
+
+With a temperature ``t > 0`` the regularized greedy step of MDVI, ``argmax <p, q> - t D_f``, is
+the f-softargmax of ``x = q / t`` and its value is ``t Omega*(q / t)``. The maximisation runs over
+the support ``S = {j : r_j > 0}`` of the reference (``log_ref = -inf`` outside it).
+
+Solution (KKT). With ``g = (f')^{-1}`` extended by ``g(s) = 0`` for ``s <= f'(0+)``,
+
+    p_j = r_j g(x_j - tau),      tau the unique root of  phi(tau) = sum_{j in S} r_j g(x_j - tau) = 1.
+
+``phi`` is non-increasing (``g`` is), continuous, and strictly decreasing wherever it is positive.
+If ``f'(0+) > -inf`` (the alpha family with alpha > 1, chi-squared) ``g`` vanishes below it and
+``p`` has exact zeros (sparse outputs); otherwise ``p > 0`` on all of ``S``.
+
+A valid bracket. Let ``k = |S|``. Then
+
+    tau_lo = max_{j in S} [x_j - f'(1 / r_j)]         has phi(tau_lo) >= 1,
+    tau_hi = max_{j in S} [x_j - f'(1 / (k r_j))]     has phi(tau_hi) <= 1.
+
+Proof: at ``tau_lo`` the maximising index ``j`` contributes ``r_j g(f'(1 / r_j)) = 1`` and every
+other term is ``>= 0``. At ``tau_hi`` every ``j`` has ``x_j - tau_hi <= f'(1 / (k r_j))``, hence,
+``g`` being non-decreasing, ``r_j g(x_j - tau_hi) <= 1 / k``, and the ``k`` terms sum to at most 1.
+Both endpoints keep every argument ``x_j - tau`` below ``f'(1 / r_j) < f'(+inf)``, i.e. inside the
+range of ``f'`` where ``g`` is finite. The width is at most
+``W = max_{j in S} [f'(1 / r_j) - f'(1 / (k r_j))]``: it does not depend on ``x`` at all, so
+logit spreads of ``1e4`` cost no extra iterations. For the unit reference ``r = 1`` it is
+``W = f'(1) - f'(1 / k)``: ``log k`` for KL, ``(1 - k^(1 - alpha)) / (alpha - 1)`` for the alpha family
+(``2 (1 - k^-1/2) < 2`` at ``alpha = 1.5``), ``2 (1 - 1 / k)`` for chi-squared.
+
+Iterations. Each bisection step halves the bracket, so ``n`` steps leave ``|tau - tau*| <= W 2^-n``.
+For an accuracy ``eps`` on ``tau`` (in the units of ``x``) the solver runs
+
+    n = ceil(log2(W / eps)),   eps = 1e-6 in float32, 1e-12 in float64,
+
+with ``W`` the largest bracket width of the batch (computed, not assumed). Examples at the unit
+reference with ``k = 32000`` actions: alpha = 1.5 needs ``n = 21`` (float32) and ``41`` (float64);
+KL needs 24 and 44. In float32 the threshold cannot be resolved below ``|tau| 2^-24``; ``x`` is
+shifted by its maximum over ``S`` first so that ``|tau|`` stays of the order of ``W``.
+The final ``p`` is evaluated at the upper end of the bracket, where every term is finite and the
+sum lies in ``[1 / k, 1]``, then normalised to sum to one.
+
+Closed forms, used by default where they exist: KL is the softmax; the alpha family at
+``alpha = 2`` (sparsemax at the unit reference) and ``alpha = 1.5`` (1.5-entmax at the unit
+reference) is solved exactly by sorting (see :func:`sorted_alpha_solution`), for any reference.
+
+Derivatives are implicit (never through the loop): on the active set ``A = {p > 0}`` let
+``w_j = r_j g'(x_j - tau) = r_j / f''(p_j / r_j)``; differentiating ``sum p = 1`` gives
+
+    d tau = (<w, dx> + <p, d log r>) / sum w,     dp = w (dx - d tau) + p d log r,
+
+a symmetric Jacobian ``diag(w) - w w^T / sum w`` in ``x`` (softmax: ``w = p``; sparsemax: ``w`` is
+the support indicator). The conjugate's derivatives follow from the envelope theorem:
+``d Omega*_t = <p, dq> - D_f(p || r) dt - t sum_j r_j (f(u_j) - u_j f'(u_j)) d log r_j`` with
+``u = p / r``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+if TYPE_CHECKING:  # the divergences import this module; no import cycle at run time
+    from mdvi.f_divergences import FDivergence
+
+Array = jax.Array
+
+#: Accuracy of the threshold reached by the bisection, per floating-point type.
+THRESHOLD_TOLERANCE = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+MAX_ITERATIONS = 256
+
+
+def threshold_tolerance(dtype) -> float:
+    """The bisection's target accuracy on ``tau`` for a float dtype (1e-6 float32, 1e-12 float64)."""
+    dtype = np.dtype(dtype)
+    if dtype not in THRESHOLD_TOLERANCE:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return THRESHOLD_TOLERANCE[dtype]
+
+
+def bisection_iterations(width, dtype) -> Array:
+    """``n = ceil(log2(width / eps))`` (at least 0): halvings that shrink ``width`` to ``eps``."""
+    eps = threshold_tolerance(dtype)
+    width = jnp.asarray(width)
+    n = jnp.ceil(jnp.log2(width / eps))
+    # width 0 (a single action) needs none; an infinite width is capped (halving stalls at the
+    # float spacing long before 256 steps).
+    n = jnp.where(jnp.isnan(n), 0.0, jnp.clip(n, 0.0, MAX_ITERATIONS))
+    return n.astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementary pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def _support_shift(x: Array, log_r: Array) -> tuple[Array, Array, Array]:
+    """Support mask, ``x`` shifted so that its maximum over the support is 0 (``-inf`` outside)."""
+    support = log_r > -jnp.inf
+    x_max = jnp.max(jnp.where(support, x, -jnp.inf), axis=-1, keepdims=True)
+    shifted = jnp.where(support, x - x_max, -jnp.inf)
+    return support, shifted, x_max
+
+
+def inverse_derivative(div: FDivergence, s: Array) -> Array:
+    """``g(s) = (f')^{-1}(s)`` extended to the real line: 0 at or below ``f'(0+)``, ``+inf`` at or above ``f'(+inf)``."""
+    low, high = div.f_prime_zero, div.f_prime_sup
+    inside = (s > low) & (s < high)
+    safe = jnp.where(inside, s, div.f_prime(jnp.ones_like(s)))
+    u = div.f_prime_inverse(safe)
+    return jnp.where(s >= high, jnp.inf, jnp.where(s <= low, 0.0, u))
+
+
+def _masses(div: FDivergence, shifted: Array, tau: Array, log_r: Array, support: Array) -> Array:
+    """``r_j g(x_j - tau)`` on the support, 0 elsewhere."""
+    r = jnp.exp(jnp.where(support, log_r, 0.0))
+    return jnp.where(support, r * inverse_derivative(div, shifted - tau), 0.0)
+
+
+def bisection_bracket(div: FDivergence, shifted: Array, log_r: Array) -> tuple[Array, Array]:
+    """``(tau_lo, tau_hi)`` of the module docstring for shifted scores, each ``[..., 1]``."""
+    support = log_r > -jnp.inf
+    safe_log_r = jnp.where(support, log_r, 0.0)
+    log_k = jnp.log(jnp.sum(support, axis=-1, keepdims=True).astype(shifted.dtype))
+    # f'(1 / r_j) and f'(1 / (k r_j)) from the logarithm of their argument: no overflow of 1 / r.
+    lower = jnp.where(support, shifted - div.f_prime_of_log(-safe_log_r), -jnp.inf)
+    upper = jnp.where(support, shifted - div.f_prime_of_log(-safe_log_r - log_k), -jnp.inf)
+    tau_lo = jnp.max(lower, axis=-1, keepdims=True)
+    tau_hi = jnp.maximum(jnp.max(upper, axis=-1, keepdims=True), tau_lo)
+    return tau_lo, tau_hi
+
+
+def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations) -> tuple[Array, Array]:
+    support = log_r > -jnp.inf
+    tau_lo, tau_hi = bisection_bracket(div, shifted, log_r)
+    if num_iterations is None:
+        num_iterations = bisection_iterations(jnp.max(tau_hi - tau_lo), shifted.dtype)
+
+    def halve(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        total = jnp.sum(_masses(div, shifted, mid, log_r, support), axis=-1, keepdims=True)
+        above = total >= 1.0  # phi(mid) >= 1: the root lies to the right of mid
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    return jax.lax.fori_loop(0, num_iterations, halve, (tau_lo, tau_hi))
+
+
+def solve_threshold(div: FDivergence, x: Array, log_r: Array, num_iterations: int | None = None):
+    """Bisection on ``phi(tau) = 1`` for the unit-temperature problem.
+
+    Args:
+      div: an f-divergence (:mod:`mdvi.f_divergences`).
+      x: scores ``[..., A]``.
+      log_r: log reference ``[..., A]`` (``-inf`` outside the support; the support must be non-empty).
+      num_iterations: halvings; ``None`` derives ``ceil(log2(W / eps))`` from the bracket.
+
+    Returns:
+      ``(tau, tau_lo, tau_hi)``, each ``[..., 1]``, in the units of ``x`` (not shifted);
+      ``tau`` is the midpoint of the final bracket ``[tau_lo, tau_hi]``.
+    """
+    chex.assert_equal_shape([x, log_r])
+    _, shifted, x_max = _support_shift(x, log_r)
+    lo, hi = _bisect(div, shifted, log_r, num_iterations)
+    return 0.5 * (lo + hi) + x_max, lo + x_max, hi + x_max
+
+
+def _normalised(masses: Array) -> tuple[Array, Array]:
+    total = jnp.sum(masses, axis=-1, keepdims=True)
+    p = masses / total
+    log_p = jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
+    return p, log_p
+
+
+def bisection_solution(div: FDivergence, x: Array, log_r: Array, num_iterations: int | None = None):
+    """``(p, log p)`` of the f-softargmax by bisection (no custom derivative; see :func:`f_softargmax`)."""
+    support, shifted, _ = _support_shift(x, log_r)
+    _, hi = _bisect(div, shifted, log_r, num_iterations)
+    return _normalised(_masses(div, shifted, hi, log_r, support))
+
+
+def sorted_alpha_solution(alpha: float, x: Array, log_r: Array) -> tuple[Array, Array]:
+    """Exact alpha-divergence f-softargmax for ``alpha`` in {2, 1.5} and any reference, by sorting.
+
+    With ``c = 1 + (alpha - 1) x`` the solution is ``p_j = r_j [c_j - s]_+^m``, ``m = 1 / (alpha - 1)``
+    (1 for sparsemax, 2 for 1.5-entmax). The active set is a top segment of ``c``: with
+    ``phi(s) = sum_j r_j [c_j - s]_+^m`` decreasing, ``c_(k) > s*`` iff ``phi(c_(k)) < 1``, and
+    ``phi(c_(k)) = sum_{i<k} r_(i) (c_(i) - c_(k))^m`` is a prefix sum over the sorted order. On the
+    active set ``s`` solves a linear (alpha = 2) or quadratic (alpha = 1.5) equation. For the unit
+    reference this is sparsemax (Martins & Astudillo 2016) and 1.5-entmax (Peters et al. 2019).
+    """
+    if alpha not in (1.5, 2.0):
+        raise ValueError(f"alpha must be 1.5 or 2 for the sort-based solution, got {alpha}")
+    power = 1 if alpha == 2.0 else 2
+    support, shifted, _ = _support_shift(x, log_r)
+    r = jnp.exp(jnp.where(support, log_r, -jnp.inf))
+    c = 1.0 + (alpha - 1.0) * shifted  # 1 at the top, -inf outside the support
+    neg_sorted, r_sorted = jax.lax.sort((-c, r), dimension=c.ndim - 1, num_keys=1)
+    c_sorted = -neg_sorted
+    finite = jnp.isfinite(c_sorted)
+    c_safe = jnp.where(finite, c_sorted, 0.0)
+
+    def exclusive_cumsum(v):
+        return jnp.cumsum(v, axis=-1) - v
+
+    mass = exclusive_cumsum(r_sorted)
+    first = exclusive_cumsum(r_sorted * c_safe)
+    if power == 1:
+        phi = first - c_safe * mass
+    else:
+        second = exclusive_cumsum(r_sorted * c_safe**2)
+        phi = second - 2.0 * c_safe * first + c_safe**2 * mass
+    count = jnp.sum(finite & (phi < 1.0), axis=-1, keepdims=True)
+    c_last = jnp.take_along_axis(c_sorted, jnp.maximum(count - 1, 0), axis=-1)
+    active = support & (c >= c_last)
+    c_active = jnp.where(active, c, 0.0)
+    r_active = jnp.where(active, r, 0.0)
+    total = jnp.sum(r_active, axis=-1, keepdims=True)
+    mean = jnp.sum(r_active * c_active, axis=-1, keepdims=True) / total
+    if power == 1:
+        threshold = mean - 1.0 / total
+        masses = jnp.where(active, r * jnp.maximum(c_active - threshold, 0.0), 0.0)
+    else:
+        spread = jnp.sum(r_active * (c_active - mean) ** 2, axis=-1, keepdims=True) / total
+        threshold = mean - jnp.sqrt(jnp.maximum(1.0 / total - spread, 0.0))
+        masses = jnp.where(active, r * jnp.maximum(c_active - threshold, 0.0) ** 2, 0.0)
+    return _normalised(masses)
+
+
+# ---------------------------------------------------------------------------------------------
+# The f-softargmax with implicit derivatives
+# ---------------------------------------------------------------------------------------------
+
+
+def _curvature_weights(div: FDivergence, p: Array, log_p: Array, log_r: Array) -> Array:
+    """``w_j = r_j / f''(p_j / r_j)`` on the active set, 0 elsewhere."""
+    active = p > 0
+    safe_log_r = jnp.where(active, log_r, 0.0)
+    u = jnp.exp(jnp.where(active, log_p, 0.0) - safe_log_r)
+    return jnp.where(active, jnp.exp(safe_log_r) / div.f_second(u), 0.0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def f_softargmax(div: FDivergence, x: Array, log_r: Array) -> tuple[Array, Array]:
+    """``(p, log p)`` with ``p = argmax_{p in simplex} <p, x> - D_f(p || r)`` (unit temperature).
+
+    Uses the divergence's closed form when it has one and its ``solver`` allows it, else the
+    bisection. Derivatives are implicit (module docstring), in ``x`` and in ``log_r``.
+    """
+    chex.assert_equal_shape([x, log_r])
+    if div.uses_closed_form:
+        return div.closed_form(x, log_r)
+    return bisection_solution(div, x, log_r)
+
+
+@f_softargmax.defjvp
+def _f_softargmax_jvp(div, primals, tangents):
+    x, log_r = primals
+    dx, dlog_r = tangents
+    p, log_p = f_softargmax(div, x, log_r)
+    support = log_r > -jnp.inf
+    dlog_r = jnp.where(support, dlog_r, 0.0)
+    dx = jnp.where(p > 0, dx, 0.0)
+    w = _curvature_weights(div, p, log_p, log_r)
+    p_dlog_r = p * dlog_r
+    dtau = (jnp.sum(w * dx, -1, keepdims=True) + jnp.sum(p_dlog_r, -1, keepdims=True)) / jnp.sum(w, -1, keepdims=True)
+    dp = w * (dx - dtau) + p_dlog_r
+    dlog_p = jnp.where(p > 0, dp / jnp.where(p > 0, p, 1.0), 0.0)
+    return (p, log_p), (dp, dlog_p)
+
+
+def _expand_temperature(temperature, q: Array) -> Array:
+    return jnp.expand_dims(jnp.asarray(temperature, dtype=q.dtype), -1)
+
+
+def _hard_max_log_policy(q: Array, support: Array) -> Array:
+    """Uniform over the maximisers of ``q`` inside the support (the ``t -> 0`` step)."""
+    q_max = jnp.max(jnp.where(support, q, -jnp.inf), axis=-1, keepdims=True)
+    is_max = support & (q == q_max)
+    count = jnp.sum(is_max, axis=-1, keepdims=True).astype(q.dtype)
+    return jnp.where(is_max, -jnp.log(count), -jnp.inf)
+
+
+def regularized_policy(div: FDivergence, q: Array, t: Array, log_r: Array) -> tuple[Array, Array]:
+    """``(p, log p)`` of ``argmax <p, q> - t D_f(p || r)``; ``t = 0`` is the hard max over the support.
+
+    ``t`` is ``[..., 1]`` (it broadcasts against ``q``); derivatives are implicit.
+    """
+    positive = t > 0
+    safe_t = jnp.where(positive, t, jnp.ones_like(t))
+    p_soft, log_soft = f_softargmax(div, q / safe_t, log_r)
+    log_hard = _hard_max_log_policy(q, log_r > -jnp.inf)
+    log_p = jnp.where(positive, log_soft, log_hard)
+    return jnp.where(positive, p_soft, jnp.exp(log_hard)), log_p
+
+
+def regularized_log_policy(div: FDivergence, q: Array, temperature, log_ref: Array) -> Array:
+    """Log of ``argmax_p <p, q> - temperature D_f(p || ref)`` (action axis last)."""
+    chex.assert_equal_shape([q, log_ref])
+    return regularized_policy(div, q, _expand_temperature(temperature, q), log_ref)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The conjugate (regularized soft value)
+# ---------------------------------------------------------------------------------------------
+
+
+def envelope_log_ref_terms(div: FDivergence, p: Array, log_p: Array, log_r: Array) -> Array:
+    """``d/d log r_j`` of ``r_j f(p_j / r_j)`` at fixed ``p``: ``r_j (f(u_j) - u_j f'(u_j))``, 0 off the support."""
+    support = log_r > -jnp.inf
+    active = p > 0
+    safe_log_r = jnp.where(support, log_r, 0.0)
+    u = jnp.exp(jnp.where(active, log_p, 0.0) - safe_log_r)
+    inside = div.f(u) - u * div.f_prime(u)
+    f_zero = div.f_zero if math.isfinite(div.f_zero) else 0.0  # non-sparse p only hits 0 by underflow
+    return jnp.where(support, jnp.exp(safe_log_r) * jnp.where(active, inside, f_zero), 0.0)
+
+
+def _inner_product(p: Array, scores: Array) -> Array:
+    """``sum_j p_j scores_j`` with ``0 * (-inf) = 0``."""
+    return jnp.sum(jnp.where(p > 0, p * scores, 0.0), axis=-1)
+
+
+def _value_and_policy(div: FDivergence, q: Array, t: Array, log_r: Array):
+    """``(value, D_f(p || r), p, log p)`` at temperature ``t`` (``[..., 1]``)."""
+    support = log_r > -jnp.inf
+    p, log_p = regularized_policy(div, q, t, log_r)
+    q_max = jnp.max(jnp.where(support, q, -jnp.inf), axis=-1, keepdims=True)
+    t = jnp.squeeze(t, -1)
+    divergence = div.divergence(log_p, log_r)
+    penalty = jnp.where(t > 0, t * divergence, 0.0)
+    return jnp.squeeze(q_max, -1) + _inner_product(p, q - q_max) - penalty, divergence, p, log_p
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _regularized_value(div: FDivergence, q: Array, t: Array, log_r: Array) -> Array:
+    return _value_and_policy(div, q, t, log_r)[0]
+
+
+@_regularized_value.defjvp
+def _regularized_value_jvp(div, primals, tangents):
+    q, t, log_r = primals
+    dq, dt, dlog_r = tangents
+    value, divergence, p, log_p = _value_and_policy(div, q, t, log_r)
+    positive = jnp.squeeze(t, -1) > 0
+    d_from_q = jnp.sum(jnp.where(p > 0, p * dq, 0.0), axis=-1)
+    d_from_t = jnp.where(positive, -divergence * jnp.squeeze(dt, -1), 0.0)
+    dlog_r = jnp.where(log_r > -jnp.inf, dlog_r, 0.0)
+    ref_terms = envelope_log_ref_terms(div, p, log_p, log_r)
+    d_from_ref = -jnp.squeeze(t, -1) * jnp.sum(ref_terms * dlog_r, axis=-1)
+    d_from_ref = jnp.where(positive, d_from_ref, 0.0)
+    return value, jnp.broadcast_to(d_from_q + d_from_t + d_from_ref, value.shape)
+
+
+def regularized_value(div: FDivergence, q: Array, temperature, log_ref: Array) -> Array:
+    """``max_p <p, q> - temperature D_f(p || ref)`` from the solution (reduced over the last axis).
+
+    Computed as ``max q + <p, q - max q> - t D_f(p || ref)``; ``temperature = 0`` gives the max over
+    the support. Gradients by the envelope theorem (module docstring), so ``d/dq = p``.
+    """
+    chex.assert_equal_shape([q, log_ref])
+    t = _expand_temperature(temperature, q)
+    t = jnp.broadcast_to(t, jnp.broadcast_shapes(t.shape, q.shape[:-1] + (1,)))
+    return _regularized_value(div, q, t, log_ref)
