@@ -66,9 +66,10 @@ def _check_positive_int(name: str, value) -> int:
 
 
 def _check_oracle_window(oracle: OracleConfig, prompt_length: int, max_completion: int) -> None:
-    if oracle.min_length < prompt_length or oracle.max_length != prompt_length + max_completion:
+    if oracle.min_length <= prompt_length or oracle.max_length != prompt_length + max_completion:
         raise ValueError(
-            f"the oracle's lengths must be min_length >= prompt_length = {prompt_length} and max_length = "
+            f"the oracle's lengths must be min_length > prompt_length = {prompt_length} (every oracle completion "
+            f"has a token) and max_length = "
             f"prompt_length + max_completion = {prompt_length + max_completion}, got {oracle.min_length}-{oracle.max_length}"
         )
 
@@ -133,7 +134,7 @@ def token_marginal(oracle: token_mdp.TokenOracle, position: int) -> np.ndarray:
 class PreferenceConfig:
     """A hidden preference over completions (see the module docstring); ``build()`` makes it."""
 
-    oracle: OracleConfig = OracleConfig(vocab_size=8, num_hidden=8, min_length=4, max_length=7, eos_hazard=0.3)
+    oracle: OracleConfig = OracleConfig(vocab_size=8, num_hidden=8, min_length=5, max_length=7, eos_hazard=0.3)
     """The prompt source; its lengths must be ``prompt_length .. prompt_length + max_completion``."""
     prompt_length: int = 4
     max_completion: int = 3
@@ -218,7 +219,7 @@ class PreferenceTask:
 class SummaryConfig:
     """Summarisation with golden consistency (see the module docstring); ``build()`` makes it."""
 
-    oracle: OracleConfig = OracleConfig(vocab_size=8, num_hidden=8, min_length=6, max_length=9, eos_hazard=0.3)
+    oracle: OracleConfig = OracleConfig(vocab_size=8, num_hidden=8, min_length=7, max_length=9, eos_hazard=0.3)
     """The source of the sources; its lengths must be ``source_length .. source_length + max_summary``."""
     source_length: int = 6
     max_summary: int = 3
