@@ -45,6 +45,12 @@ COMMANDS: tuple[Command, ...] = (
             "Side-by-side learning curves of finished MinAtar runs.", demo_section=None),
     Command("lm-irl", "experiments.lm_irl", "LMIRLConfig", "run",
             "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity."),
+    Command("warm", "experiments.warm", "WarmConfig", "run",
+            "WARM vs prediction ensembles vs single reward models on noisy golden preferences; "
+            "accuracy, memorisation, linear path, exact Best-of-N and RLOO over-optimisation."),
+    Command("entailment-rl", "experiments.entailment_rl", "EntailmentRLConfig", "run",
+            "SFT on hallucinating references, then RLOO against a learned entailment classifier for a "
+            "sweep of beta; exact golden consistency, informativeness, extractiveness and length."),
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}
