@@ -115,7 +115,7 @@ def run(config: EntailmentRLConfig) -> dict:
     X, Mc, T = completions.shape
     flat = completions.reshape(X * Mc, T)
     golden = {name: value.reshape(X, Mc).astype(jnp.float32) for name, value in task.scores(flat).items()}
-    log_probs = align_common.policy_log_probs(model, completions)
+    log_probs = align_common.policy_log_probs(model)
     log_ref = jax.jit(jax.vmap(log_probs, in_axes=(0, None)))(sft_params, completions)  # [S, X, Mc]
     logits = jax.jit(jax.vmap(lambda p, t: reward_models.sequence_scores(apply, p, t), in_axes=(0, None)))(classifier, flat)
     logits = logits.reshape(S, X, Mc)
