@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from experiments import cli
 
 TINY_MODEL = ["--sft.model.width", "16", "--sft.model.num-layers", "1", "--sft.steps", "20", "--sft.eval-every", "10",
@@ -17,6 +19,7 @@ def _rows(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow  # ~3 min on a loaded 2-core machine, mostly XLA compilation
 def test_warm_command_writes_csv_json_and_figures(tmp_path):
     out = tmp_path / "warm"
     code = cli.main(
@@ -48,6 +51,7 @@ def test_warm_command_writes_csv_json_and_figures(tmp_path):
     assert all(float(r["value"]) < 1e-4 for r in rl_rows if r["x"] == "0")  # RL starts at the SFT policy
 
 
+@pytest.mark.slow
 def test_entailment_rl_command_writes_csv_json_and_figures(tmp_path):
     out = tmp_path / "erl"
     code = cli.main(
