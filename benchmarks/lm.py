@@ -41,7 +41,9 @@ def main(quick: bool = False):
     data = token_mdp.sample(oracle, jax.random.key(0), 2048)
     tokens_per_sequence = float(np.asarray(token_mdp.sequence_mask(data)).sum(-1).mean())
     k = 4
-    lm_objectives.register(rl.rloo_objective("rloo_benchmark", lambda _, tokens: jnp.sum(tokens == 1, -1).astype(jnp.float32), 8, k), replace=True)
+    lm_objectives.register(
+        rl.rloo_objective("rloo_benchmark", lambda _, tokens: jnp.sum(tokens == 1, -1).astype(jnp.float32), 8, k), replace=True
+    )
     objectives = {"mle": {}, "irl_sft": {"lam": 0.1}, "iq_chi2": {}, "online_irl_sft": {"lam": 0.1}, "rloo_benchmark": {}}
     runners = {}
     for objective, extra in objectives.items():
@@ -84,7 +86,15 @@ def main(quick: bool = False):
         )
     )
     rloo = seconds["rloo_benchmark"] / seconds["mle"]
-    records.append(record(f"step time RLOO (8 prompts x k = {k}, sampling + reference + update) / MLE (32 sequences)", rloo, "x", "<= 4x", rloo <= 4.0))
+    records.append(
+        record(
+            f"step time RLOO (8 prompts x k = {k}, sampling + reference + update) / MLE (32 sequences)",
+            rloo,
+            "x",
+            "<= 4x",
+            rloo <= 4.0,
+        )
+    )
     write("lm" if not quick else "lm-quick", records)
     return records
 

@@ -178,7 +178,9 @@ class PreferenceConfig:
         values = np.zeros(self.oracle.vocab_size + 1)
         values[targets] = self.target_weight
         values[forbidden] = -self.forbidden_weight
-        return PreferenceTask(self, oracle, jnp.asarray(values, jnp.float32), tuple(int(t) for t in targets), tuple(int(t) for t in forbidden))
+        return PreferenceTask(
+            self, oracle, jnp.asarray(values, jnp.float32), tuple(int(t) for t in targets), tuple(int(t) for t in forbidden)
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -57,7 +57,9 @@ class EntailmentRLConfig:
     """Labelled (source, summary) pairs for the entailment classifier."""
     betas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     """KL weights of RL."""
-    rl: LMConfig = LMConfig(model=MODEL, objective="mle", batch_size=16, steps=300, eval_every=50, learning_rate=1e-3, warmup_steps=10)
+    rl: LMConfig = LMConfig(
+        model=MODEL, objective="mle", batch_size=16, steps=300, eval_every=50, learning_rate=1e-3, warmup_steps=10
+    )
     """RLOO's optimizer and steps (batch_size sources per step; the model is the SFT's)."""
     rl_samples: int = 4
     rl_chunk: int = 50
@@ -88,7 +90,9 @@ def run(config: EntailmentRLConfig) -> dict:
     space, P, S, B = task.space, task.prompt_length, config.seeds, len(config.betas)
     run_dir = RunDir(config.out, config, overwrite=config.overwrite)
     keys = jax.random.split(jax.random.key(config.seed), 8)
-    train_sources, heldout_sources = token_mdp.split_prompts(task.oracle, keys[0], config.train_sources, config.heldout_sources, P)
+    train_sources, heldout_sources = token_mdp.split_prompts(
+        task.oracle, keys[0], config.train_sources, config.heldout_sources, P
+    )
     seed_keys = jax.random.split(keys[1], S)
 
     repeated = jnp.repeat(train_sources, config.references_per_source, 0)
@@ -101,7 +105,9 @@ def run(config: EntailmentRLConfig) -> dict:
     pair_sources = train_sources[jnp.arange(config.classifier_pairs) % config.train_sources]
     pairs = [task.classifier_pairs(jax.random.fold_in(k, 7), pair_sources) for k in seed_keys]
     data = {"tokens": jnp.stack([p[0] for p in pairs]), "labels": jnp.stack([p[1] for p in pairs])}
-    init = jax.vmap(lambda p, k: reward_models.init_from_lm(p, config.sft.model, space, k))(sft_params, jax.random.split(keys[3], S))
+    init = jax.vmap(lambda p, k: reward_models.init_from_lm(p, config.sft.model, space, k))(
+        sft_params, jax.random.split(keys[3], S)
+    )
     train = reward_models.make_reward_train(config.classifier, config.sft.model, space)
     classifier, classifier_losses = jax.jit(jax.vmap(train, in_axes=(0, 0, 0, None)))(
         jax.random.split(keys[4], S), init, data, config.classifier.learning_rate
@@ -122,7 +128,12 @@ def run(config: EntailmentRLConfig) -> dict:
     reward_all = jax.nn.sigmoid(logits)
     heldout_tokens, heldout_labels = task.classifier_pairs(keys[5], heldout_sources[jnp.arange(1024) % X])
     classifier_accuracy = [
-        float(jnp.mean((reward_models.sequence_scores(apply, align_common.take(classifier, s), heldout_tokens) > 0) == (heldout_labels > 0)))
+        float(
+            jnp.mean(
+                (reward_models.sequence_scores(apply, align_common.take(classifier, s), heldout_tokens) > 0)
+                == (heldout_labels > 0)
+            )
+        )
         for s in range(S)
     ]
     # on the SFT policy's own summaries, weighted exactly by pi_SFT
@@ -139,7 +150,16 @@ def run(config: EntailmentRLConfig) -> dict:
             rows.append({"policy": policy, "beta": beta, "seed": seed, "step": step, "metric": metric, "value": float(value)})
 
     for s in range(S):
-        record("SFT", "", s, 0, {**align_common.exact_policy_metrics(log_ref[s], log_ref[s], golden), "classifier_reward": jnp.mean(jnp.sum(jnp.exp(log_ref[s]) * reward_all[s], -1))})
+        record(
+            "SFT",
+            "",
+            s,
+            0,
+            {
+                **align_common.exact_policy_metrics(log_ref[s], log_ref[s], golden),
+                "classifier_reward": jnp.mean(jnp.sum(jnp.exp(log_ref[s]) * reward_all[s], -1)),
+            },
+        )
         for beta in config.betas:
             log_star = rl.kl_optimum(reward_all[s], log_ref[s], beta)
             metrics = align_common.exact_policy_metrics(log_star, log_ref[s], golden)
@@ -160,7 +180,14 @@ def run(config: EntailmentRLConfig) -> dict:
         out["classifier_reward"] = jnp.mean(jnp.sum(jnp.exp(log_pi) * data["reward"][data["seed_of"][index]], -1))
         return out
 
-    evaluation_data = {"completions": completions, "log_ref": log_ref, "seed_of": seed_of, "golden": golden, "log_star": log_star_all, "reward": reward_all}
+    evaluation_data = {
+        "completions": completions,
+        "log_ref": log_ref,
+        "seed_of": seed_of,
+        "golden": golden,
+        "log_star": log_star_all,
+        "reward": reward_all,
+    }
 
     def entailment_reward(params, tokens):
         return jax.nn.sigmoid(reward_models.sequence_scores(apply, params, tokens))
@@ -180,14 +207,28 @@ def run(config: EntailmentRLConfig) -> dict:
             record("RL", beta, s, int(step), {k: v[i, j] for k, v in evaluations.items()})
         for metric, values in curves.items():
             for j, value in enumerate(values[i]):
-                rows.append({"policy": "RL (training batch)", "beta": beta, "seed": s, "step": (j + 1) * config.rl.eval_every, "metric": metric, "value": float(value)})
+                rows.append(
+                    {
+                        "policy": "RL (training batch)",
+                        "beta": beta,
+                        "seed": s,
+                        "step": (j + 1) * config.rl.eval_every,
+                        "metric": metric,
+                        "value": float(value),
+                    }
+                )
     elapsed = time.perf_counter() - started
 
     csv_path = run_dir.write_metrics(rows, columns=["policy", "beta", "seed", "step", "metric", "value"])
     table = _table(points, config)
     figures = _plot(config, run_dir, points)
     summary = {
-        "task": {"source_length": P, "max_summary": config.task.max_summary, "summaries_per_source": int(Mc), "hallucination": config.task.hallucination},
+        "task": {
+            "source_length": P,
+            "max_summary": config.task.max_summary,
+            "summaries_per_source": int(Mc),
+            "hallucination": config.task.hallucination,
+        },
         "classifier_accuracy_heldout_pairs": stats.mean_se(classifier_accuracy),
         "classifier_accuracy_on_sft_summaries": stats.mean_se(sft_accuracy),
         "classifier_final_train_loss": stats.mean_se(np.asarray(classifier_losses)[:, -20:].mean(-1).tolist()),
@@ -198,8 +239,11 @@ def run(config: EntailmentRLConfig) -> dict:
         "files": {"metrics": csv_path.name, **{k: Path(v).name for k, v in figures.items()}},
     }
     run_dir.write_summary(summary)
-    print(f"\nRL from entailment feedback ({S} seeds, {config.rl.steps} RLOO steps, exact expectations over {Mc} summaries/source)")
-    print(f"classifier accuracy: held-out pairs {summary['classifier_accuracy_heldout_pairs'][0]:.3f}, on SFT summaries {summary['classifier_accuracy_on_sft_summaries'][0]:.3f}")
+    print(
+        f"\nRL from entailment feedback ({S} seeds, {config.rl.steps} RLOO steps, exact expectations over {Mc} summaries/source)"
+    )
+    accuracy = summary["classifier_accuracy_heldout_pairs"][0], summary["classifier_accuracy_on_sft_summaries"][0]
+    print(f"classifier accuracy: held-out pairs {accuracy[0]:.3f}, on SFT summaries {accuracy[1]:.3f}")
     print(format_table(table))
     print(f"results in {run_dir.path} ({elapsed:.1f} s)")
     return summary
@@ -236,12 +280,30 @@ def _plot(config, run_dir, points) -> dict:
     final = frame[(frame.policy == "RL") & (frame.step == config.rl.steps)]
     optimum = frame[frame.policy == "optimum pi*"]
     sft = frame[frame.policy == "SFT"]
-    panels = (("consistency", "golden consistency"), ("informativeness", "informativeness"), ("extractiveness", "extractiveness (longest copied span)"), ("length", "summary length"))
+    panels = (
+        ("consistency", "golden consistency"),
+        ("informativeness", "informativeness"),
+        ("extractiveness", "extractiveness (longest copied span)"),
+        ("length", "summary length"),
+    )
     beta_path = run_dir.file("scores_vs_beta.png")
     with figure(beta_path, 1, 4, figsize=(17, 4.0)) as (_, axes):
         for ax, (metric, label) in zip(axes, panels):
-            sns.lineplot(data=final, x="beta", y=metric, marker="o", errorbar=("ci", 95), ax=ax, label="RLOO (final)", seed=0, n_boot=200)
-            sns.lineplot(data=optimum, x="beta", y=metric, marker="s", ls="--", errorbar=("ci", 95), ax=ax, label="optimum pi* (core)", seed=0, n_boot=200)
+            sns.lineplot(
+                data=final, x="beta", y=metric, marker="o", errorbar=("ci", 95), ax=ax, label="RLOO (final)", seed=0, n_boot=200
+            )
+            sns.lineplot(
+                data=optimum,
+                x="beta",
+                y=metric,
+                marker="s",
+                ls="--",
+                errorbar=("ci", 95),
+                ax=ax,
+                label="optimum pi* (core)",
+                seed=0,
+                n_boot=200,
+            )
             ax.axhline(sft[metric].mean(), color="grey", ls=":", label="SFT")
             ax.set_xscale("log")
             ax.set_title(label)
@@ -251,7 +313,19 @@ def _plot(config, run_dir, points) -> dict:
     rl["beta"] = rl["beta"].map(lambda b: f"{b:g}")
     with figure(kl_path, 1, 4, figsize=(17, 4.0)) as (_, axes):
         for ax, (metric, label) in zip(axes, panels):
-            sns.lineplot(data=rl, x="kl_ref", y=metric, hue="beta", units="seed", estimator=None, sort=False, marker=".", alpha=0.7, ax=ax, legend=ax is axes[-1])
+            sns.lineplot(
+                data=rl,
+                x="kl_ref",
+                y=metric,
+                hue="beta",
+                units="seed",
+                estimator=None,
+                sort=False,
+                marker=".",
+                alpha=0.7,
+                ax=ax,
+                legend=ax is axes[-1],
+            )
             ax.set_xlabel("KL(pi || SFT), exact (nats)")
             ax.set_title(f"{label} along training")
     return {"scores_vs_beta": beta_path, "scores_vs_kl": kl_path}

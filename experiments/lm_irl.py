@@ -180,7 +180,11 @@ def run(config: LMIRLConfig) -> dict:
         "models": models,
         "seconds": elapsed,
         "train_seconds": train_seconds,
-        "files": {"metrics": csv_path.name, "reward_distance": distance_path.name, **{k: Path(v).name for k, v in figures.items()}},
+        "files": {
+            "metrics": csv_path.name,
+            "reward_distance": distance_path.name,
+            **{k: Path(v).name for k, v in figures.items()},
+        },
     }
     run_dir.write_summary(summary)
     print(f"\nMLE vs IRL-SFT on a {config.oracle.kind} oracle ({config.seeds} seeds, {config.lm.steps} steps, T = 1 samples)")

@@ -66,7 +66,9 @@ class WarmConfig:
     path_points: int = 11
     """Points on the straight path between models 0 and 1."""
     best_of: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-    rl: LMConfig = LMConfig(model=MODEL, objective="mle", batch_size=16, steps=300, eval_every=50, learning_rate=1e-3, warmup_steps=10)
+    rl: LMConfig = LMConfig(
+        model=MODEL, objective="mle", batch_size=16, steps=300, eval_every=50, learning_rate=1e-3, warmup_steps=10
+    )
     """RLOO's optimizer and steps (batch_size prompts per step; the model is the SFT's)."""
     rl_beta: float = 0.02
     """KL weight of RL (small, so that a proxy reward can be over-optimised)."""
@@ -114,7 +116,9 @@ def run(config: WarmConfig) -> dict:
     space, P, S, M = task.space, task.prompt_length, config.seeds, len(config.learning_rates)
     run_dir = RunDir(config.out, config, overwrite=config.overwrite)
     keys = jax.random.split(jax.random.key(config.seed), 8)
-    train_prompts, heldout_prompts = token_mdp.split_prompts(task.oracle, keys[0], config.train_prompts, config.heldout_prompts, P)
+    train_prompts, heldout_prompts = token_mdp.split_prompts(
+        task.oracle, keys[0], config.train_prompts, config.heldout_prompts, P
+    )
     seed_keys = jax.random.split(keys[1], S)
 
     # SFT reference policy per seed, on oracle completions of the train prompts.
@@ -126,7 +130,12 @@ def run(config: WarmConfig) -> dict:
     # Noisy preference pairs per seed, and M reward models per seed from one shared init.
     pair_data = [_pairs(task.oracle, jax.random.fold_in(k, 1), train_prompts, task.reward) for k in seed_keys]
     label_keys = jax.random.split(keys[3], S)
-    labelled = [reward_models.preference_labels(label_keys[s], pair_data[s][2], pair_data[s][3], config.flip_fraction, config.label_temperature) for s in range(S)]
+    labelled = [
+        reward_models.preference_labels(
+            label_keys[s], pair_data[s][2], pair_data[s][3], config.flip_fraction, config.label_temperature
+        )
+        for s in range(S)
+    ]
     chosen = jnp.stack([jnp.where(labelled[s][0][:, None], pair_data[s][0], pair_data[s][1]) for s in range(S)])
     rejected = jnp.stack([jnp.where(labelled[s][0][:, None], pair_data[s][1], pair_data[s][0]) for s in range(S)])
     flipped = jnp.stack([labelled[s][1] for s in range(S)])
@@ -168,8 +177,25 @@ def run(config: WarmConfig) -> dict:
         mask = np.asarray(flipped[s])
         sa, sb = all_scores(s, chosen[s][mask]), all_scores(s, rejected[s][mask])
         for r, name in enumerate(names):
-            accuracy.append({"reward": name, "seed": s, "split": "flipped train (memorisation)", "accuracy": float(reward_models.pairwise_accuracy(sa[r], sb[r], jnp.ones(int(mask.sum()), bool)))})
-    rows += [{"section": "accuracy", "variant": a["reward"], "seed": a["seed"], "x": a["split"], "metric": "accuracy", "value": a["accuracy"]} for a in accuracy]
+            accuracy.append(
+                {
+                    "reward": name,
+                    "seed": s,
+                    "split": "flipped train (memorisation)",
+                    "accuracy": float(reward_models.pairwise_accuracy(sa[r], sb[r], jnp.ones(int(mask.sum()), bool))),
+                }
+            )
+    rows += [
+        {
+            "section": "accuracy",
+            "variant": a["reward"],
+            "seed": a["seed"],
+            "x": a["split"],
+            "metric": "accuracy",
+            "value": a["accuracy"],
+        }
+        for a in accuracy
+    ]
 
     # Loss along the straight path between reward models 0 and 1 (golden-ordered held-out pairs).
     a, b, ra, rb = clean
@@ -184,8 +210,26 @@ def run(config: WarmConfig) -> dict:
             loss = float(reward_models.bradley_terry_loss(score(p, first), score(p, second)))
             train_loss = float(reward_models.bradley_terry_loss(score(p, chosen[s]), score(p, rejected[s])))
             path.append({"seed": s, "fraction": float(fraction), "heldout_loss": loss, "train_loss": train_loss})
-            rows.append({"section": "path", "variant": "models 0-1", "seed": s, "x": float(fraction), "metric": "heldout_bt_loss", "value": loss})
-            rows.append({"section": "path", "variant": "models 0-1", "seed": s, "x": float(fraction), "metric": "train_bt_loss", "value": train_loss})
+            rows.append(
+                {
+                    "section": "path",
+                    "variant": "models 0-1",
+                    "seed": s,
+                    "x": float(fraction),
+                    "metric": "heldout_bt_loss",
+                    "value": loss,
+                }
+            )
+            rows.append(
+                {
+                    "section": "path",
+                    "variant": "models 0-1",
+                    "seed": s,
+                    "x": float(fraction),
+                    "metric": "train_bt_loss",
+                    "value": train_loss,
+                }
+            )
 
     timings["accuracy_and_path"] = time.perf_counter() - started - sum(timings.values())
     # Exact Best-of-N over all completions of the held-out prompts.
@@ -210,8 +254,12 @@ def run(config: WarmConfig) -> dict:
             for n in config.best_of:
                 value, kl = best_of_n(log_ref[s], proxy[s, r], n, golden)
                 bon.append({"reward": name, "seed": s, "n": n, "golden": float(value), "kl": float(kl)})
-                rows.append({"section": "best_of_n", "variant": name, "seed": s, "x": n, "metric": "golden_reward", "value": float(value)})
-                rows.append({"section": "best_of_n", "variant": name, "seed": s, "x": n, "metric": "kl_to_sft", "value": float(kl)})
+                rows.append(
+                    {"section": "best_of_n", "variant": name, "seed": s, "x": n, "metric": "golden_reward", "value": float(value)}
+                )
+                rows.append(
+                    {"section": "best_of_n", "variant": name, "seed": s, "x": n, "metric": "kl_to_sft", "value": float(kl)}
+                )
 
     timings["best_of_n"] = time.perf_counter() - started - sum(timings.values())
     # RLOO against single model 0, the ensemble, WARM and the golden reward (vmapped over all).
@@ -260,22 +308,40 @@ def run(config: WarmConfig) -> dict:
             point = {"reward": name, "seed": s, "step": int(step), **{k: float(v[i, j]) for k, v in evaluations.items()}}
             rl_points.append(point)
             for metric in ("golden_reward", "proxy_reward", "kl_ref"):
-                rows.append({"section": "rl", "variant": name, "seed": s, "x": int(step), "metric": metric, "value": point[metric]})
+                rows.append(
+                    {"section": "rl", "variant": name, "seed": s, "x": int(step), "metric": metric, "value": point[metric]}
+                )
         for metric, values in curves.items():
             for j, value in enumerate(values[i]):
-                rows.append({"section": "rl_train", "variant": name, "seed": s, "x": (j + 1) * config.rl.eval_every, "metric": metric, "value": float(value)})
+                rows.append(
+                    {
+                        "section": "rl_train",
+                        "variant": name,
+                        "seed": s,
+                        "x": (j + 1) * config.rl.eval_every,
+                        "metric": metric,
+                        "value": float(value),
+                    }
+                )
     timings["rl"] = time.perf_counter() - started - sum(timings.values())
     elapsed = time.perf_counter() - started
 
     csv_path = run_dir.write_metrics(rows, columns=["section", "variant", "seed", "x", "metric", "value"])
     figures = _plot(config, run_dir, accuracy, path, bon, rl_points, names, rl_variants)
     summary = {
-        "task": {"targets": task.targets, "forbidden": task.forbidden, "completions_per_prompt": int(Mc), "difficulty": config.task.difficulty},
+        "task": {
+            "targets": task.targets,
+            "forbidden": task.forbidden,
+            "completions_per_prompt": int(Mc),
+            "difficulty": config.task.difficulty,
+        },
         "accuracy": _accuracy_table(accuracy, names, S),
         "path": _path_table(path, fractions),
         "best_of_n": _bon_table(bon, bon_names, config.best_of),
         "rl": _rl_table(rl_points, rl_variants, config.rl.steps),
-        "reward_model_final_train_loss": {name: stats.mean_se(np.asarray(rm_losses)[:, i, -20:].mean(-1).tolist()) for i, name in enumerate(names[:M])},
+        "reward_model_final_train_loss": {
+            name: stats.mean_se(np.asarray(rm_losses)[:, i, -20:].mean(-1).tolist()) for i, name in enumerate(names[:M])
+        },
         "seeds": S,
         "seconds": elapsed,
         "stage_seconds": timings,
@@ -302,7 +368,10 @@ def _accuracy_table(accuracy, names, seeds) -> list[dict]:
     for label, members in [("single (mean of M)", singles), ("ensemble", ["ensemble"]), ("WARM", ["WARM"])]:
         row = {"reward": label}
         for split in ("clean", "ood", "flipped train (memorisation)"):
-            per_seed = [np.mean([a["accuracy"] for a in accuracy if a["seed"] == s and a["split"] == split and a["reward"] in members]) for s in range(seeds)]
+            per_seed = [
+                np.mean([a["accuracy"] for a in accuracy if a["seed"] == s and a["split"] == split and a["reward"] in members])
+                for s in range(seeds)
+            ]
             ci = _ci(per_seed)
             row[split] = ci["mean"]
             row[f"{split} 95% CI"] = f"[{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]"
@@ -312,7 +381,10 @@ def _accuracy_table(accuracy, names, seeds) -> list[dict]:
 
 def _path_table(path, fractions) -> list[dict]:
     return [
-        {"fraction": float(f), **{k: _ci([p[k] for p in path if p["fraction"] == f])["mean"] for k in ("heldout_loss", "train_loss")}}
+        {
+            "fraction": float(f),
+            **{k: _ci([p[k] for p in path if p["fraction"] == f])["mean"] for k in ("heldout_loss", "train_loss")},
+        }
         for f in fractions
     ]
 
@@ -325,7 +397,9 @@ def _bon_table(bon, names, best_of) -> list[dict]:
             ci = _ci([b["golden"] for b in bon if b["reward"] == name and b["n"] == n])
             row[f"golden@N={n}"] = ci["mean"]
             row[f"CI@N={n}"] = f"[{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]"
-        row["best N"] = int(max(best_of, key=lambda n: np.mean([b["golden"] for b in bon if b["reward"] == name and b["n"] == n])))
+        row["best N"] = int(
+            max(best_of, key=lambda n: np.mean([b["golden"] for b in bon if b["reward"] == name and b["n"] == n]))
+        )
         rows.append(row)
     return rows
 
@@ -364,7 +438,16 @@ def _plot(config, run_dir, accuracy, path, bon, rl_points, names, rl_variants) -
         axes[0].set_ylim(0.0, 1.0)
         axes[0].axhline(1 - config.flip_fraction, ls=":", color="grey", lw=1)
         axes[0].set_title(f"pair accuracy ({config.flip_fraction:.0%} flipped training labels; 95% CI over seeds)")
-        sns.lineplot(data=pd.DataFrame(path).melt(id_vars=["seed", "fraction"]), x="fraction", y="value", hue="variable", ax=axes[1], errorbar=("ci", 95), seed=0, n_boot=200)
+        sns.lineplot(
+            data=pd.DataFrame(path).melt(id_vars=["seed", "fraction"]),
+            x="fraction",
+            y="value",
+            hue="variable",
+            ax=axes[1],
+            errorbar=("ci", 95),
+            seed=0,
+            n_boot=200,
+        )
         axes[1].set_title("Bradley-Terry loss on the straight path model 0 -> model 1")
         axes[1].set_xlabel("interpolation fraction")
     bon_frame = pd.DataFrame(bon)
@@ -373,13 +456,38 @@ def _plot(config, run_dir, accuracy, path, bon, rl_points, names, rl_variants) -
     overopt_path = run_dir.file("overoptimisation.png")
     with figure(overopt_path, 1, 2, figsize=(12, 4.4)) as (_, axes):
         data = bon_frame[bon_frame.reward.isin(keep)]
-        sns.lineplot(data=data, x="kl", y="golden", hue="reward", hue_order=keep, marker="o", errorbar=("ci", 95), ax=axes[0], seed=0, n_boot=200, estimator="mean")
+        sns.lineplot(
+            data=data,
+            x="kl",
+            y="golden",
+            hue="reward",
+            hue_order=keep,
+            marker="o",
+            errorbar=("ci", 95),
+            ax=axes[0],
+            seed=0,
+            n_boot=200,
+            estimator="mean",
+        )
         axes[0].set_xlabel("KL(Best-of-N || SFT), exact (nats)")
         axes[0].set_ylabel("golden reward (exact)")
         axes[0].set_title(f"Best-of-N, N = {config.best_of[0]} .. {config.best_of[-1]}")
         rl_frame = pd.DataFrame(rl_points)
         rl_frame["reward"] = rl_frame["reward"].map(lambda n: "single 0" if n == names[0] else n)
-        sns.lineplot(data=rl_frame, x="kl_ref", y="golden_reward", hue="reward", hue_order=keep, marker="o", sort=False, errorbar=None, ax=axes[1], units="seed", estimator=None, alpha=0.6)
+        sns.lineplot(
+            data=rl_frame,
+            x="kl_ref",
+            y="golden_reward",
+            hue="reward",
+            hue_order=keep,
+            marker="o",
+            sort=False,
+            errorbar=None,
+            ax=axes[1],
+            units="seed",
+            estimator=None,
+            alpha=0.6,
+        )
         axes[1].set_xlabel("KL(pi || SFT), exact (nats)")
         axes[1].set_ylabel("golden reward (exact)")
         axes[1].set_title(f"RLOO, beta = {config.rl_beta:g} (one line per seed, every {config.rl_chunk} steps)")

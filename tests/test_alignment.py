@@ -16,7 +16,9 @@ from agents.lm.sampling import sample, sequence_log_probs
 from envs import alignment, token_mdp
 from envs.token_mdp import OracleConfig
 
-TINY_ORACLE = OracleConfig(vocab_size=3, num_hidden=3, branching=2, emission_support=2, min_length=3, max_length=4, eos_hazard=0.4)
+TINY_ORACLE = OracleConfig(
+    vocab_size=3, num_hidden=3, branching=2, emission_support=2, min_length=3, max_length=4, eos_hazard=0.4
+)
 TINY_PREFERENCE = alignment.PreferenceConfig(
     oracle=TINY_ORACLE, prompt_length=2, max_completion=2, num_targets=1, num_forbidden=1, target_length=1
 )
@@ -168,14 +170,19 @@ def test_vmapped_reward_models_equal_separately_trained_ones():
         alone, alone_losses = jax.jit(train)(keys[i], init, data, rates[i])
         np.testing.assert_allclose(losses[i], alone_losses, rtol=1e-5, atol=1e-6)
         # (Adam divides by tiny second moments where a gradient is ~0, so leaves agree to ~lr * 1e-3)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5), reward_models.unstack(together, 3)[i], alone)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5), reward_models.unstack(together, 3)[i], alone
+        )
     assert float(losses[2, -1]) != float(losses[0, -1])  # the learning rates made different models
 
 
 def test_weight_average_of_identical_models_is_the_identity():
     space = TINY_PREFERENCE.space
     params = reward_models.init_from_lm(
-        language_model(SPEC, space).init_params(jax.random.key(0), jnp.zeros((1, space.window), jnp.int32)), SPEC, space, jax.random.key(1)
+        language_model(SPEC, space).init_params(jax.random.key(0), jnp.zeros((1, space.window), jnp.int32)),
+        SPEC,
+        space,
+        jax.random.key(1),
     )
     averaged = weights.average([params, params, params, params])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0), averaged, params)
@@ -216,7 +223,9 @@ def test_rloo_converges_to_the_cores_kl_optimum():
         updates, state = optimizer.update(jax.grad(loss)(theta), state, theta)
         return (optax.apply_updates(theta, updates), state), None
 
-    (theta, _), _ = jax.jit(lambda c, keys: jax.lax.scan(step, c, keys))((log_ref, optimizer.init(log_ref)), jax.random.split(jax.random.key(0), steps))
+    (theta, _), _ = jax.jit(lambda c, keys: jax.lax.scan(step, c, keys))(
+        (log_ref, optimizer.init(log_ref)), jax.random.split(jax.random.key(0), steps)
+    )
     start = rl.exact_kl(log_ref, log_star)
     final = rl.exact_kl(jax.nn.log_softmax(theta), log_star)
     assert np.all(np.asarray(start) > 0.05)
@@ -303,7 +312,9 @@ def test_epic_distance_is_zero_for_shaped_copies_and_positive_otherwise(discount
 
     def returns(tab, phi):
         per_token = _tree_rewards(completions, 2, tab, phi, discount)
-        return evaluation.discounted_returns(per_token.reshape(-1, space.window), mask.reshape(-1, space.window), discount).reshape(mask.shape[:2])
+        return evaluation.discounted_returns(
+            per_token.reshape(-1, space.window), mask.reshape(-1, space.window), discount
+        ).reshape(mask.shape[:2])
 
     base, shaped, different = returns(table, zero), returns(table, potential), returns(other, zero)
     coverage = rng.uniform(0.1, 1.0, base.shape)

@@ -117,7 +117,9 @@ class RewardConfig:
 def reward_loss(apply: Callable, kind: str, params, batch: dict) -> Array:
     """The training loss of one batch: ``{"chosen", "rejected"}`` pairs or ``{"tokens", "labels"}``."""
     if kind == "bradley_terry":
-        return bradley_terry_loss(sequence_scores(apply, params, batch["chosen"]), sequence_scores(apply, params, batch["rejected"]))
+        return bradley_terry_loss(
+            sequence_scores(apply, params, batch["chosen"]), sequence_scores(apply, params, batch["rejected"])
+        )
     return binary_loss(sequence_scores(apply, params, batch["tokens"]), batch["labels"])
 
 

@@ -79,7 +79,9 @@ def rloo_objective(name: str, reward: Callable, prompt_length: int, num_samples:
         params = jax.lax.stop_gradient(ctx.params)
         samples = sample(ctx.model.decoder, params, key_samples, prompts.shape[0], prompts=prompts)
         policy = jnp.sum(samples.log_probs, -1)
-        reference = sequence_log_probs(ctx.model.logits(ctx.extra["reference"], samples.tokens), samples.tokens, ctx.model.space, prompt_length)
+        reference = sequence_log_probs(
+            ctx.model.logits(ctx.extra["reference"], samples.tokens), samples.tokens, ctx.model.space, prompt_length
+        )
         scores = reward(ctx.extra.get("reward"), samples.tokens)
         rewards = {"reward": scores, "log_ratio": policy - reference}
         return Batch(samples.tokens, samples.mask, samples, jax.tree.map(lambda x: x.reshape(-1, num_samples), rewards))
