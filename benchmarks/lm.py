@@ -4,7 +4,10 @@ A 2-layer, width-64 transformer (the lab's default) on sequences of the default 
 (vocabulary 32 + EOS, lengths 16-32), batch 32, float32, full training steps (forward, backward,
 Adam) inside one jitted ``lax.scan``. Tokens are the real (unpadded) target tokens. The
 measurements of the objectives are interleaved and each is the median of several repeats.
-Target: an IRL-SFT step costs at most 1.15x an MLE step. Usage:
+Target: an IRL-SFT step costs at most 1.15x an MLE step. The RLOO step (8 prompts of 8 oracle
+tokens x k = 4 completions = the MLE step's 32 sequences; KV-cache sampling, the reference's
+log-probabilities, a token-count reward, the policy-gradient step) targets at most 4x the MLE
+step. Usage:
 
     python benchmarks/lm.py [--quick]
 """
@@ -18,11 +21,14 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents import lm  # noqa: E402
+from agents.lm import objectives as lm_objectives  # noqa: E402
+from agents.lm import rl  # noqa: E402
 from benchmarks.common import record, write  # noqa: E402
 from envs import token_mdp  # noqa: E402
 
@@ -34,16 +40,24 @@ def main(quick: bool = False):
     oracle = oracle_config.build()
     data = token_mdp.sample(oracle, jax.random.key(0), 2048)
     tokens_per_sequence = float(np.asarray(token_mdp.sequence_mask(data)).sum(-1).mean())
-    objectives = {"mle": {}, "irl_sft": {"lam": 0.1}, "iq_chi2": {}, "online_irl_sft": {"lam": 0.1}}
+    k = 4
+    lm_objectives.register(
+        rl.rloo_objective("rloo_benchmark", lambda _, tokens: jnp.sum(tokens == 1, -1).astype(jnp.float32), 8, k), replace=True
+    )
+    objectives = {"mle": {}, "irl_sft": {"lam": 0.1}, "iq_chi2": {}, "online_irl_sft": {"lam": 0.1}, "rloo_benchmark": {}}
     runners = {}
     for objective, extra in objectives.items():
-        config = lm.LMConfig(objective=objective, steps=steps, eval_every=steps, batch_size=32, **extra)
+        batch_size = 32 // k if objective == "rloo_benchmark" else 32
+        config = lm.LMConfig(objective=objective, steps=steps, eval_every=steps, batch_size=batch_size, **extra)
         trainer = lm.make_trainer(config, oracle_config.space)
         state = trainer.init(jax.random.key(1), data)
+        if objective == "rloo_benchmark":  # the reference is the initial policy (same key, same params)
+            state = trainer.init(jax.random.key(1), data, {"reference": state.params})
+        hyper = {**config.hyperparameters(), "beta": 0.05}
         run = jax.jit(trainer.run, static_argnums=4)
 
-        def go(run=run, state=state, config=config):
-            return jax.block_until_ready(run(state, data, config.hyperparameters(), data.shape[0], 1))
+        def go(run=run, state=state, hyper=hyper):
+            return jax.block_until_ready(run(state, data, hyper, data.shape[0], 1))
 
         go()  # compile
         runners[objective] = (go, config)
@@ -54,9 +68,11 @@ def main(quick: bool = False):
             go()
             times[name].append(time.perf_counter() - start)
     seconds = {name: statistics.median(values) for name, values in times.items()}
-    tokens = {name: steps * config.batch_size * tokens_per_sequence for name, (_, config) in runners.items()}
+    tokens = {name: steps * 32 * tokens_per_sequence for name in runners}
     records = []
     for name in runners:
+        if name == "rloo_benchmark":
+            continue
         records.append(record(f"training tokens/s, {name}", tokens[name] / seconds[name], "tokens/s"))
     ratio = seconds["irl_sft"] / seconds["mle"]
     records.append(record("step time IRL-SFT / MLE", ratio, "x", "<= 1.15x", ratio <= 1.15))
@@ -67,6 +83,16 @@ def main(quick: bool = False):
             f"step time online IRL-SFT ({online.policy_batch_size} model samples/step) / MLE",
             seconds["online_irl_sft"] / seconds["mle"],
             "x",
+        )
+    )
+    rloo = seconds["rloo_benchmark"] / seconds["mle"]
+    records.append(
+        record(
+            f"step time RLOO (8 prompts x k = {k}, sampling + reference + update) / MLE (32 sequences)",
+            rloo,
+            "x",
+            "<= 4x",
+            rloo <= 4.0,
         )
     )
     write("lm" if not quick else "lm-quick", records)

@@ -381,14 +381,25 @@ def sample(oracle: TokenOracle, key: Array, num_sequences: int) -> Array:
 
 @functools.partial(jax.jit, static_argnums=2)
 def _sample(oracle: TokenOracle, key: Array, num_sequences: int) -> Array:
-    T, N = oracle.window, num_sequences
+    belief = jnp.broadcast_to(oracle.initial, (num_sequences, oracle.num_hidden))
+    return _continue(oracle, key, belief, jnp.zeros((num_sequences, 0), jnp.int32))
+
+
+@jax.jit
+def _continue(oracle: TokenOracle, key: Array, belief: Array, prompts: Array) -> Array:
+    """Sequences ``[N, T]``: ``prompts [N, P]`` then the hidden-Markov source run from positions
+    ``P .. T - 1``, its hidden state ``h_P`` drawn from ``belief [N, H] = p(h_P | prompt)``.
+
+    Exact conditional sampling: given ``h_P`` the future is independent of the prompt.
+    """
+    T, N, P = oracle.window, prompts.shape[0], prompts.shape[1]
     log_transition = _safe_log(oracle.transition)
     log_emission = _safe_log(oracle.emission)
     # One uniform draw (one RNG call site compiles fastest), turned into Gumbel noise.
     H, A = oracle.num_hidden, oracle.num_actions
-    u = jax.random.uniform(key, (T + 1, N, 1 + A + H), minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+    u = jax.random.uniform(key, (T - P + 1, N, 1 + A + H), minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
     gumbel = -jnp.log(-jnp.log(u))
-    h0 = jnp.argmax(_safe_log(oracle.initial) + gumbel[0, :, :H], axis=-1)
+    h0 = jnp.argmax(_safe_log(belief) + gumbel[0, :, :H], axis=-1)
     stop_noise, token_noise, next_noise = u[1:, :, 0], gumbel[1:, :, 1 : 1 + A], gumbel[1:, :, 1 + A :]
 
     def body(carry, inputs):
@@ -400,8 +411,8 @@ def _sample(oracle: TokenOracle, key: Array, num_sequences: int) -> Array:
         return (h_next, stop), jnp.where(stop, EOS, token)
 
     init = (h0, jnp.zeros((N,), dtype=bool))
-    _, actions = jax.lax.scan(body, init, (jnp.arange(T), stop_noise, token_noise, next_noise))
-    return actions.T.astype(jnp.int32)
+    _, actions = jax.lax.scan(body, init, (jnp.arange(P, T), stop_noise, token_noise, next_noise))
+    return jnp.concatenate([prompts.astype(jnp.int32), actions.T.astype(jnp.int32)], axis=1)
 
 
 class OracleScores(NamedTuple):
@@ -423,6 +434,25 @@ class OracleScores(NamedTuple):
     def log_likelihood(self) -> Array:
         """``[N]`` exact ``log p(x)`` (``-inf`` for a sequence the oracle cannot produce)."""
         return jnp.sum(jnp.where(self.mask > 0, self.step_log_probs, 0.0), axis=-1)
+
+
+def _next_probs(oracle: TokenOracle, belief: Array, t) -> Array:
+    """``p(. | x_{<t})`` from the filtered belief ``p(h_t | x_{<t})`` (action axis last)."""
+    token_probs = belief @ oracle.emission  # [..., A], EOS column is 0
+    is_eos_column = jnp.arange(oracle.num_actions) == EOS
+    return jnp.where(is_eos_column, oracle.eos_probs[t], (1 - oracle.eos_probs[t]) * token_probs)
+
+
+def _filter_step(oracle: TokenOracle, belief: Array, action) -> Array:
+    """One forward-recursion step for one sequence: condition ``p(h_t | x_{<t})`` on ``x_t``, then move.
+
+    ``b' ∝ (b * E[:, x]) @ P``; the belief stays put after ``EOS``.
+    """
+    joint = belief * oracle.emission[:, action]
+    total = jnp.sum(joint)
+    posterior = jnp.where(total > 0, joint / jnp.where(total > 0, total, 1.0), belief)
+    next_belief = posterior @ oracle.transition
+    return jnp.where(action == EOS, belief, next_belief)
 
 
 def score(oracle: TokenOracle, tokens: Array) -> OracleScores:
@@ -450,21 +480,14 @@ def score(oracle: TokenOracle, tokens: Array) -> OracleScores:
 @jax.jit
 def _score(oracle: TokenOracle, tokens: Array) -> OracleScores:
     mask = sequence_mask(tokens)
-    is_eos_column = jnp.arange(oracle.num_actions) == EOS
 
     def one(sequence):
         def body(belief, inputs):
             t, action = inputs
-            token_probs = belief @ oracle.emission  # [A], EOS column is 0
-            probs = jnp.where(is_eos_column, oracle.eos_probs[t], (1 - oracle.eos_probs[t]) * token_probs)
+            probs = _next_probs(oracle, belief, t)
             log_probs = _safe_log(probs)
             entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0))
-            # Condition on the observed token, then move: b' ∝ (b * E[:, x]) @ P.
-            joint = belief * oracle.emission[:, action]
-            total = jnp.sum(joint)
-            posterior = jnp.where(total > 0, joint / jnp.where(total > 0, total, 1.0), belief)
-            next_belief = posterior @ oracle.transition
-            next_belief = jnp.where(action == EOS, belief, next_belief)
+            next_belief = _filter_step(oracle, belief, action)
             # An out-of-range id (only possible under jit) poisons the rest of the sequence.
             valid = (action >= 0) & (action < oracle.num_actions)
             next_belief = jnp.where(valid, next_belief, jnp.nan)
@@ -491,3 +514,156 @@ def oracle_log_policy(oracle: TokenOracle, tokens: Array) -> Array:
     oracle's soft Q-values (its soft value is 0 everywhere).
     """
     return score(oracle, tokens).log_probs
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompted tasks
+# ---------------------------------------------------------------------------------------------
+#
+# A prompted task splits each sequence array ``tokens[N, T]`` at a fixed ``prompt_length = P``:
+# positions ``0 .. P - 1`` hold the prompt ``x`` (regular tokens, an oracle prefix), positions
+# ``P ..`` the completion ``y`` up to and including its ``EOS``. The window and every convention
+# above are unchanged, so any model of the lab reads a prompted sequence as it reads any other;
+# only the mask changes (:func:`completion_mask`: 1 on the completion's real actions). Prompts
+# are ``[N, P]`` integer arrays; ``P = 0`` (an ``[N, 0]`` array) is the unprompted case, where the
+# completion is the whole sequence. ``P`` may not exceed the oracle's minimum length, so an
+# oracle sequence never ends inside its prompt.
+
+
+def oracle_min_length(oracle: TokenOracle) -> int:
+    """The fewest regular tokens an oracle sequence has (the first position with ``eos_probs > 0``)."""
+    return int(np.argmax(np.asarray(oracle.eos_probs) > 0))
+
+
+def check_prompt_length(oracle: TokenOracle, prompt_length) -> int:
+    """``prompt_length`` as an int in ``[0, min_length]``; ``ValueError`` naming it otherwise."""
+    limit = oracle_min_length(oracle)
+    if isinstance(prompt_length, bool) or not isinstance(prompt_length, (int, np.integer)) or not 0 <= prompt_length <= limit:
+        raise ValueError(
+            f"prompt_length must be an integer in [0, min_length = {limit}] (an oracle sequence may end "
+            f"after min_length tokens, inside a longer prompt), got {prompt_length!r}"
+        )
+    return int(prompt_length)
+
+
+def check_prompts(oracle: TokenOracle, prompts) -> Array:
+    """Validate ``prompts [N, P]`` (regular tokens, ``P <= min_length``); return them as int32."""
+    if _is_concrete(prompts):
+        array = np.asarray(prompts)
+        if array.ndim != 2:
+            raise ValueError(f"prompts must have shape [N, P], got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"prompts must be integers, got dtype {array.dtype}")
+        check_prompt_length(oracle, array.shape[1])
+        if array.size and (array.min() < 1 or array.max() >= oracle.num_actions):
+            raise ValueError(f"prompt tokens must be regular tokens in [1, {oracle.num_actions - 1}] (no EOS)")
+        return jnp.asarray(array, dtype=jnp.int32)
+    if prompts.ndim != 2:
+        raise ValueError(f"prompts must have shape [N, P], got shape {prompts.shape}")
+    check_prompt_length(oracle, prompts.shape[1])
+    return prompts.astype(jnp.int32)
+
+
+def completion_mask(tokens: Array, prompt_length: int) -> Array:
+    """:func:`sequence_mask` restricted to the completion: 0 on the prompt's ``prompt_length`` positions."""
+    tokens = jnp.asarray(tokens)
+    return sequence_mask(tokens) * (jnp.arange(tokens.shape[-1]) >= prompt_length)
+
+
+def sample_prompts(oracle: TokenOracle, key: Array, num_prompts: int, prompt_length: int) -> Array:
+    """``num_prompts`` i.i.d. oracle prefixes ``[N, P]`` (the first ``P`` tokens of oracle samples)."""
+    prompt_length = check_prompt_length(oracle, prompt_length)
+    return sample(oracle, key, num_prompts)[:, :prompt_length]
+
+
+def split_prompts(
+    oracle: TokenOracle, key: Array, num_train: int, num_heldout: int, prompt_length: int, max_rounds: int = 64
+) -> tuple[Array, Array]:
+    """Disjoint train and held-out prompt sets ``([num_train, P], [num_heldout, P])``.
+
+    Held-out prompts are i.i.d. oracle prefixes; train prompts are i.i.d. oracle prefixes
+    conditioned on not being a held-out prompt (rejection sampling, on the host), so no prompt
+    is in both sets. Prompts may repeat within a set, as i.i.d. draws do. With ``P = 0`` every
+    prompt is the empty one and both sets are ``[N, 0]``.
+
+    Raises:
+      ValueError: for bad sizes, or if rejection keeps too few train prompts in ``max_rounds``
+        rounds (the held-out prompts then cover almost all of the oracle's prefix mass).
+    """
+    for name, value in (("num_train", num_train), ("num_heldout", num_heldout)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    prompt_length = check_prompt_length(oracle, prompt_length)
+    key_heldout, key_train = jax.random.split(key)
+    heldout = sample_prompts(oracle, key_heldout, num_heldout, prompt_length)
+    if prompt_length == 0:
+        return jnp.zeros((num_train, 0), jnp.int32), heldout
+    excluded = {tuple(row) for row in np.asarray(heldout).tolist()}
+    kept: list[list[int]] = []
+    for round_ in range(max_rounds):
+        draws = np.asarray(sample_prompts(oracle, jax.random.fold_in(key_train, round_), 2 * num_train, prompt_length))
+        kept += [row for row in draws.tolist() if tuple(row) not in excluded]
+        if len(kept) >= num_train:
+            return jnp.asarray(kept[:num_train], jnp.int32), heldout
+    raise ValueError(
+        f"split_prompts: only {len(kept)} of {num_train} train prompts of length {prompt_length} avoided the "
+        f"held-out set in {max_rounds} rounds; use fewer held-out prompts or longer prompts"
+    )
+
+
+def sample_completions(oracle: TokenOracle, key: Array, prompts: Array, num_per_prompt: int = 1) -> Array:
+    """Oracle completions of each prompt: ``[N * k, T]`` sequences, prompt ``i``'s ``k`` rows at
+    ``i * k .. i * k + k - 1`` (prompt then completion, padded with ``EOS``).
+
+    Exact conditional sampling from ``p*(y | x)``: the hidden state at position ``P`` is drawn
+    from the filtered belief ``p(h_P | x)`` (:func:`prefix_belief`), then the source runs on.
+    """
+    prompts = check_prompts(oracle, prompts)
+    if isinstance(num_per_prompt, bool) or not isinstance(num_per_prompt, (int, np.integer)) or num_per_prompt < 1:
+        raise ValueError(f"num_per_prompt must be a positive integer, got {num_per_prompt!r}")
+    prompts = jnp.repeat(prompts, int(num_per_prompt), axis=0)
+    return _continue(oracle, key, prefix_belief(oracle, prompts), prompts)
+
+
+@jax.jit
+def _prefix_belief(oracle: TokenOracle, prefixes: Array) -> Array:
+    def one(prefix):
+        return jax.lax.scan(lambda belief, action: (_filter_step(oracle, belief, action), None), oracle.initial, prefix)[0]
+
+    return jax.vmap(one)(prefixes)
+
+
+def prefix_belief(oracle: TokenOracle, prefixes: Array) -> Array:
+    """``[N, H]`` the filtered hidden-state distribution ``p(h_L | x_{<L})`` after ``prefixes [N, L]``
+    (regular tokens, no ``EOS``; ``L = 0`` gives the initial distribution)."""
+    prefixes = validate_tokens(prefixes, oracle.num_actions) if prefixes.shape[-1] else jnp.asarray(prefixes, jnp.int32)
+    if prefixes.ndim != 2:
+        raise ValueError(f"prefixes must have shape [N, L], got shape {prefixes.shape}")
+    return _prefix_belief(oracle, prefixes)
+
+
+def next_token_log_probs(oracle: TokenOracle, prefixes: Array) -> Array:
+    """Exact ``[N, A]`` next-action distribution ``log p(x_L = . | x_{<L})`` after ``prefixes [N, L]``.
+
+    The forward recursion on the prefix (regular tokens only: a prefix holding ``EOS`` has
+    ended), then the length schedule at position ``L``; ``L`` must be at most ``max_length``.
+    """
+    prefixes = jnp.asarray(prefixes)
+    if prefixes.ndim != 2 or prefixes.shape[1] > oracle.max_length:
+        raise ValueError(f"prefixes must have shape [N, L] with L <= max_length = {oracle.max_length}, got {prefixes.shape}")
+    if _is_concrete(prefixes) and prefixes.size and np.asarray(prefixes).min() < 1:
+        raise ValueError("prefixes must hold regular tokens only (no EOS: such a prefix has ended)")
+    belief = prefix_belief(oracle, prefixes)
+    return _safe_log(_next_probs(oracle, belief, prefixes.shape[1]))
+
+
+def conditional_log_likelihood(oracle: TokenOracle, tokens: Array, prompt_length: int) -> Array:
+    """Exact ``log p*(y | x)`` of each sequence ``[N]``: the completion's log-probabilities given
+    its first ``prompt_length`` tokens (``log p*(x, y) - log p*(x)``; ``prompt_length = 0`` gives
+    :func:`log_likelihood`)."""
+    prompt_length = check_prompt_length(oracle, prompt_length)
+    scores = score(oracle, tokens)
+    mask = completion_mask(jnp.atleast_2d(tokens), prompt_length).reshape(scores.mask.shape)
+    if _is_concrete(tokens) and prompt_length and np.any(np.asarray(scores.mask)[..., :prompt_length] * (np.asarray(tokens)[..., :prompt_length] == EOS)):
+        raise ValueError(f"a sequence ends inside its prompt (EOS among its first {prompt_length} tokens)")
+    return jnp.sum(jnp.where(mask > 0, scores.step_log_probs, 0.0), axis=-1)

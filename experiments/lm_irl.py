@@ -10,7 +10,11 @@ program (a :func:`mdvi.sweep.grid` over data sizes and lambdas, vmapped, with se
 Measured with the oracle's exact likelihoods as ground truth (:mod:`agents.lm.evaluation`):
 quality (the oracle's log-likelihood per token of model samples; the model's NLL of held-out
 data), diversity (entropy, distinct-n, Self-BLEU, copy rate) and the Spearman correlation of the
-recovered reward with the oracle's log-probabilities. Samples are drawn at several temperatures,
+recovered reward with the oracle's log-probabilities (``reward_spearman``, per token: not invariant
+to potential shaping, so the TD^2 term's pull of ``Q - V'`` toward 0 lowers it without changing
+the reward's equivalence class) and the shaping-invariant EPIC distance between the recovered and
+the oracle's reward (``reward_epic``, :func:`agents.lm.evaluation.recovered_reward_distance`;
+0 = the same reward up to shaping and scale, written to ``reward_distance.csv``). Samples are drawn at several temperatures,
 which traces each model's quality-diversity curve; "diversity at equal quality" interpolates
 each curve at the quality of MLE at temperature 1.
 """
@@ -35,7 +39,7 @@ from experiments.results import RunDir, format_table
 from mdvi.sweep import grid, nested_vmap
 
 DIVERSITY_METRICS = ("self_bleu", "entropy", "distinct_2")
-SUMMARY_METRICS = ("quality", "heldout_nll", "entropy", "self_bleu", "distinct_2", "copy_rate", "reward_spearman")
+SUMMARY_METRICS = ("quality", "heldout_nll", "entropy", "self_bleu", "distinct_2", "copy_rate", "reward_spearman", "reward_epic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +159,13 @@ def run(config: LMIRLConfig) -> dict:
     csv_path = run_dir.write_metrics(
         rows, columns=["variant", "data_size", "lam", "seed", "step", "temperature", "metric", "value"]
     )
+    # The shaping-invariant reward distance goes to its own file: metrics.csv keeps its recorded rows.
+    distance_rows = [
+        {k: p[k] for k in ("variant", "data_size", "lam", "seed")} | {"metric": "reward_epic", "value": p["reward_epic"]}
+        for p in points
+        if p["temperature"] == 1.0
+    ]
+    distance_path = run_dir.write_metrics(distance_rows, name="reward_distance.csv")
     figures = _plot(config, run_dir, rows, points, oracle_reference)
     summary_rows = _summary_rows(variants, points)
     summary = {
@@ -169,7 +180,11 @@ def run(config: LMIRLConfig) -> dict:
         "models": models,
         "seconds": elapsed,
         "train_seconds": train_seconds,
-        "files": {"metrics": csv_path.name, **{k: Path(v).name for k, v in figures.items()}},
+        "files": {
+            "metrics": csv_path.name,
+            "reward_distance": distance_path.name,
+            **{k: Path(v).name for k, v in figures.items()},
+        },
     }
     run_dir.write_summary(summary)
     print(f"\nMLE vs IRL-SFT on a {config.oracle.kind} oracle ({config.seeds} seeds, {config.lm.steps} steps, T = 1 samples)")
@@ -206,6 +221,7 @@ def _final_metrics(config, final: evaluation.FinalEvaluation, train_tokens, held
             results[(v, s)] = {
                 "per_temperature": per_temperature,
                 "reward_spearman": evaluation.reward_correlation(final.reward[v, s], heldout_scores),
+                "reward_epic": evaluation.recovered_reward_distance(final.reward[v, s], heldout_scores, config.lm.discount),
                 "heldout_nll": float(final.heldout_nll[v, s]),
             }
             bar.update(1)
@@ -248,7 +264,13 @@ def _tidy(config, variants, curves, final):
                             }
                         )
                 points.append(
-                    {**base, **point, "reward_spearman": result["reward_spearman"], "heldout_nll": result["heldout_nll"]}
+                    {
+                        **base,
+                        **point,
+                        "reward_spearman": result["reward_spearman"],
+                        "reward_epic": result["reward_epic"],
+                        "heldout_nll": result["heldout_nll"],
+                    }
                 )
     return rows, points
 
@@ -375,7 +397,7 @@ def demo_section(out: Path):
     summary = run(config)
     table = format_table(
         [
-            {k: row[k] for k in ("variant", "quality", "heldout_nll", "entropy", "self_bleu", "reward_spearman")}
+            {k: row[k] for k in ("variant", "quality", "heldout_nll", "entropy", "self_bleu", "reward_spearman", "reward_epic")}
             for row in summary["variants"]
         ]
     )
@@ -386,12 +408,14 @@ def demo_section(out: Path):
         f"with MLE and with IRL-SFT (lambda = 1), {config.seeds} vmapped seeds. Quality is the oracle's exact "
         "log-likelihood per token of the model's samples (oracle: "
         f"{summary['oracle']['quality']:.3f}); reward_spearman correlates the recovered reward "
-        "Q(s,a) - V(s') with the oracle's log-probabilities on held-out data. The full run is "
+        "Q(s,a) - V(s') with the oracle's log-probabilities on held-out data per token, and reward_epic is the "
+        "shaping-invariant EPIC distance between the two rewards (0 = equal up to potential shaping and scale). "
+        "The full run is "
         "`mdvi-lab lm-irl`.\n\n" + table
     )
     return DemoSection(
         title="Language models: MLE vs IRL-SFT on an exact oracle",
         text=text,
         figures=[config.out / "quality_diversity.png", config.out / "training_curves.png"],
-        files=[config.out / "metrics.csv", config.out / "summary.json"],
+        files=[config.out / "metrics.csv", config.out / "reward_distance.csv", config.out / "summary.json"],
     )

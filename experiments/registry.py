@@ -49,6 +49,15 @@ COMMANDS: tuple[Command, ...] = (
             "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity."),
     Command("fdiv", "experiments.fdiv", "FDivConfig", "run",
             "Cross-entropy vs Fenchel-Young f-losses (alpha = 1.5, chi2) on an exact oracle LM; oracle-impossible samples."),
+    Command("warm", "experiments.warm", "WarmConfig", "run",
+            "WARM vs prediction ensembles vs single reward models on noisy golden preferences; "
+            "accuracy, memorisation, linear path, exact Best-of-N and RLOO over-optimisation.",
+            # its demo section takes 5-7 minutes (mostly compilation): out of the tour until it fits ~40 s
+            demo_section=None),
+    Command("entailment-rl", "experiments.entailment_rl", "EntailmentRLConfig", "run",
+            "SFT on hallucinating references, then RLOO against a learned entailment classifier for a "
+            "sweep of beta; exact golden consistency, informativeness, extractiveness and length.",
+            demo_section=None),  # likewise: 5 minutes as written
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}

@@ -37,6 +37,10 @@ def test_lm_irl_command_writes_csv_json_and_figures(tmp_path, capsys):
     assert {row["variant"] for row in summary["variants"]} == variants
     for row in summary["variants"]:
         assert row["quality"] < 0 and 0 <= row["self_bleu"] <= 1 and -1 <= row["reward_spearman"] <= 1
+        assert 0 <= row["reward_epic"] <= 1
+    with (out / "reward_distance.csv").open() as handle:
+        distance = list(csv.DictReader(handle))
+    assert len(distance) == 8 and {r["metric"] for r in distance} == {"reward_epic"}
     assert len(summary["equal_quality"]) == 4
     assert summary["oracle"]["quality"] < 0
     assert "Diversity at the quality of MLE" in capsys.readouterr().out

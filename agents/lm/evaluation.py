@@ -6,7 +6,22 @@ With the oracle's exact likelihoods as ground truth:
   * diversity: the model's per-token entropy along its samples, distinct-n, Self-BLEU and the
     fraction of samples that copy a training sequence (:mod:`agents.lm.metrics`);
   * the Spearman correlation of the recovered reward ``Q(s_t, a_t) - gamma V(s_{t+1})`` with the
-    oracle's ``log p(a_t | s_t)`` on held-out data.
+    oracle's ``log p(a_t | s_t)`` on held-out data (:func:`reward_correlation`, not invariant to
+    potential shaping), and the shaping-invariant EPIC distance between the two
+    (:func:`epic_distance`, :func:`recovered_reward_distance`).
+
+EPIC on token-level MDPs (Gleave et al. 2021, "Quantifying Differences in Reward Functions",
+Sec. 4: the canonically shaped reward and the EPIC pseudometric). Transitions are
+deterministic and the states form a prefix tree, so a per-token reward ``r(s_t, a_t)`` and its
+shaped copy ``r + gamma Phi(s_{t+1}) - Phi(s_t)`` (``Phi = 0`` on terminal states, as policy
+invariance requires: Ng et al. 1999) have discounted returns ``R(x, y) = sum_t gamma^t r`` that
+differ by ``-Phi(x)``, a constant per prompt (the root state). EPIC's canonicalisation
+``C(R)(x, y) = R(x, y) - E_{Y ~ D(.|x)} R(x, Y)`` removes exactly that (for deterministic
+transitions its ``E[gamma R(s', A, S') - gamma R(S, A, S')]`` terms reduce to the expectation
+over completions of the same root), and the distance is the Pearson distance
+``sqrt((1 - rho) / 2)`` of the canonical returns under a coverage distribution, so it is 0
+between a reward and any shaped (or positively rescaled) copy of it. On enumerable tasks it is
+computed exactly over all completions; on the lab's oracles over held-out sequences.
 
 The device-side parts (:func:`curve_evaluator`, :func:`final_evaluator`) are jittable and
 vmappable over models; the set metrics (:func:`sample_set_metrics`, :func:`oracle_reference`)
@@ -142,6 +157,62 @@ def oracle_reference(heldout, heldout_scores: token_mdp.OracleScores, *, bleu_or
 def reward_correlation(reward, heldout_scores: token_mdp.OracleScores) -> float:
     """Spearman correlation of a recovered reward with the oracle's ``log p(a_t | s_t)`` on real tokens."""
     return metrics.reward_correlation(reward, np.asarray(heldout_scores.step_log_probs), np.asarray(heldout_scores.mask))
+
+
+def discounted_returns(per_token, mask, discount=1.0) -> np.ndarray:
+    """``[N]`` ``sum_t gamma^t r_t`` over the real positions (``mask > 0``) of per-token rewards ``[N, T]``."""
+    per_token, mask = np.asarray(per_token, np.float64), np.asarray(mask) > 0
+    if per_token.shape != mask.shape:
+        raise ValueError(f"per_token and mask must have the same shape, got {per_token.shape} and {mask.shape}")
+    powers = float(discount) ** np.arange(per_token.shape[-1])
+    return np.sum(np.where(mask, per_token * powers, 0.0), -1)
+
+
+def canonical_returns(returns, canonical=None) -> np.ndarray:
+    """EPIC's canonically shaped returns ``R(x, y) - E_{Y ~ D(.|x)} R(x, Y)`` for ``returns [X, M]``
+    (prompts x completions); ``canonical [X, M]`` holds the weights of ``D(.|x)`` (uniform by default)."""
+    returns = np.asarray(returns, np.float64)
+    weights = np.ones_like(returns) if canonical is None else np.asarray(canonical, np.float64)
+    if weights.shape != returns.shape or returns.ndim != 2:
+        raise ValueError(f"returns and canonical must both be [X, M], got {returns.shape} and {weights.shape}")
+    weights = weights / weights.sum(-1, keepdims=True)
+    return returns - np.sum(weights * returns, -1, keepdims=True)
+
+
+def epic_distance(returns_a, returns_b, coverage=None, canonical=None) -> float:
+    """Shaping-invariant EPIC distance ``sqrt((1 - rho) / 2)`` in [0, 1] between two rewards given by
+    their returns ``[X, M]`` on the same (prompt, completion) pairs (see the module docstring).
+
+    ``coverage [X, M]``: weights of the pairs in the Pearson correlation ``rho`` (uniform by
+    default); ``canonical [X, M]``: the canonicalisation's ``D(.|x)`` (the coverage's
+    conditional by default). NaN if either canonical return is constant.
+    """
+    returns_a, returns_b = np.atleast_2d(np.asarray(returns_a, np.float64)), np.atleast_2d(np.asarray(returns_b, np.float64))
+    if returns_a.shape != returns_b.shape:
+        raise ValueError(f"returns_a and returns_b must have the same shape, got {returns_a.shape} and {returns_b.shape}")
+    weights = np.ones_like(returns_a) if coverage is None else np.atleast_2d(np.asarray(coverage, np.float64))
+    if weights.shape != returns_a.shape or np.any(weights < 0) or not np.all(np.isfinite(weights)):
+        raise ValueError(f"coverage must be finite non-negative weights of shape {returns_a.shape}")
+    canonical = weights if canonical is None else canonical
+    a, b = canonical_returns(returns_a, canonical).ravel(), canonical_returns(returns_b, canonical).ravel()
+    w = weights.ravel() / weights.sum()
+    a, b = a - np.sum(w * a), b - np.sum(w * b)
+    variance_a, variance_b = np.sum(w * a * a), np.sum(w * b * b)
+    scale = max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-300)
+    if variance_a <= (1e-12 * scale) ** 2 or variance_b <= (1e-12 * scale) ** 2:
+        return math.nan
+    rho = np.clip(np.sum(w * a * b) / math.sqrt(variance_a * variance_b), -1.0, 1.0)
+    return float(math.sqrt((1.0 - rho) / 2.0))
+
+
+def recovered_reward_distance(reward, heldout_scores: token_mdp.OracleScores, discount=1.0) -> float:
+    """EPIC distance between a recovered per-token reward ``[N, T]`` and the oracle's
+    ``log p(a_t | s_t)`` on held-out sequences (one root: the unprompted oracle; coverage and
+    canonical distribution the held-out sample)."""
+    mask = np.asarray(heldout_scores.mask)
+    recovered = discounted_returns(reward, mask, discount)
+    golden = discounted_returns(heldout_scores.step_log_probs, mask, discount)
+    return epic_distance(recovered[None], golden[None])
 
 
 def value_at_quality(quality, values, target: float) -> float:
