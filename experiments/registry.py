@@ -45,6 +45,10 @@ COMMANDS: tuple[Command, ...] = (
             "Side-by-side learning curves of finished MinAtar runs.", demo_section=None),
     Command("lm-irl", "experiments.lm_irl", "LMIRLConfig", "run",
             "MLE vs IRL-SFT (TD-regularized MLE) on an exact oracle LM; quality vs diversity."),
+    Command("gkd", "experiments.gkd", "GKDConfig", "run",
+            "GKD distillation on an oracle LM: lambda (on-policy fraction) x token divergence; exact golden metric."),
+    Command("teacher-hacking", "experiments.teacher_hacking", "TeacherHackingConfig", "run",
+            "Teacher hacking: golden vs proxy KL along distillation, offline / more data / fresh / on-policy regimes."),
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}
