@@ -125,7 +125,9 @@ def distillation_records(data, space, steps: int, repeats: int) -> list[dict]:
     offline_ratio = ms["gkd offline"] / (ms["student mle"] + ms["teacher forward"])
     on_policy_ratio = ms["gkd on-policy"] / ms["gkd offline"]
     records = [record(f"step time, {name}", value, "ms/step") for name, value in ms.items()]
-    records.append(record("GKD offline step / (student MLE step + teacher forward)", offline_ratio, "x", "<= 1.5x", offline_ratio <= 1.5))
+    records.append(
+        record("GKD offline step / (student MLE step + teacher forward)", offline_ratio, "x", "<= 1.5x", offline_ratio <= 1.5)
+    )
     records.append(record("GKD on-policy step / GKD offline step", on_policy_ratio, "x", "<= 3x", on_policy_ratio <= 3.0))
     return records
 

@@ -21,7 +21,9 @@ from agents.lm import LMConfig, TransformerSpec, evaluation, language_model, mak
 from envs import token_mdp
 from experiments import stats
 
-SMALL_ORACLE = token_mdp.OracleConfig(vocab_size=16, num_hidden=12, branching=3, emission_support=4, min_length=8, max_length=16, eos_hazard=0.2)
+SMALL_ORACLE = token_mdp.OracleConfig(
+    vocab_size=16, num_hidden=12, branching=3, emission_support=4, min_length=8, max_length=16, eos_hazard=0.2
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +52,9 @@ class DistillTask:
             if getattr(self, name) < 2:
                 raise ValueError(f"task.{name} must be >= 2, got {getattr(self, name)}")
         if self.teacher.objective != "mle":
-            raise ValueError(f"the teacher is trained by MLE: task.teacher.objective must be 'mle', got {self.teacher.objective!r}")
+            raise ValueError(
+                f"the teacher is trained by MLE: task.teacher.objective must be 'mle', got {self.teacher.objective!r}"
+            )
 
 
 class Task(NamedTuple):

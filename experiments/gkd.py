@@ -13,12 +13,12 @@ log-likelihood of student samples (quality), the student's entropy and distinct-
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from agents.lm import LMConfig, TransformerSpec, evaluation, language_model, make_trainer
@@ -66,7 +66,17 @@ class GKDConfig:
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if not 2 <= self.final_samples <= self.task.heldout_prompts:
-            raise ValueError(f"final_samples must lie in [2, task.heldout_prompts = {self.task.heldout_prompts}], got {self.final_samples}")
+            raise ValueError(
+                f"final_samples must lie in [2, task.heldout_prompts = {self.task.heldout_prompts}], got {self.final_samples}"
+            )
+
+
+def _run(trainer, data, intervals, state, hyper):
+    return trainer.run(state, data, hyper, data.shape[0], intervals)
+
+
+def _samples(model, prompts, params, key):
+    return evaluation.student_samples(model, params, key, prompts).tokens
 
 
 def _label(divergence: str, lmbda: float) -> str:
@@ -86,18 +96,24 @@ def run(config: GKDConfig) -> dict:
     bar = tqdm(total=len(config.divergences), desc="gkd: divergences", disable=not config.progress, leave=False)
     for divergence in config.divergences:
         lm = dataclasses.replace(
-            config.lm, objective="gkd", divergence=divergence, prompt_length=config.task.prompt_length, teacher=config.task.teacher.model
+            config.lm,
+            objective="gkd",
+            divergence=divergence,
+            prompt_length=config.task.prompt_length,
+            teacher=config.task.teacher.model,
         )
         student = language_model(lm.model, task.space)
         trainer = make_trainer(
-            lm, task.space, evaluation.distillation_evaluator(student, task.oracle, task.teacher, task.teacher_params, task.reference)
+            lm,
+            task.space,
+            evaluation.distillation_evaluator(student, task.oracle, task.teacher, task.teacher_params, task.reference),
         )
         hyper = {**lm.hyperparameters(), "lmbda": sweep.values["lmbda"]}
         axes = {name: 0 if name == "lmbda" else None for name in hyper}
         state = jax.jit(jax.vmap(trainer.init, in_axes=(0, None, None)))(jax.random.split(key_train, config.seeds), data, extra)
         state = jax.tree.map(lambda x: jnp.broadcast_to(x, (sweep.size, *x.shape)), state)
         intervals = lm.steps // lm.eval_every
-        run_all = jax.jit(nested_vmap(lambda s, h: trainer.run(s, data, h, data.shape[0], intervals), (0, axes), (0, None)))
+        run_all = jax.jit(nested_vmap(functools.partial(_run, trainer, data, intervals), (0, axes), (0, None)))
         state, curves = run_all(state, hyper)
         curves = jax.device_get(curves)
         final_eval = evaluation.distillation_evaluator(
@@ -106,10 +122,17 @@ def run(config: GKDConfig) -> dict:
         keys = jax.random.split(key_final, sweep.size * config.seeds).reshape(sweep.size, config.seeds)
         final = jax.device_get(jax.jit(nested_vmap(final_eval, 0, 0))(state.params, keys))
         prompts = task.heldout_prompts[: config.final_samples]
-        samples = jax.device_get(jax.jit(nested_vmap(lambda p, k: evaluation.student_samples(trainer.model, p, k, prompts).tokens, 0, 0))(state.params, keys))
+        samples = jax.device_get(
+            jax.jit(nested_vmap(functools.partial(_samples, trainer.model, prompts), 0, 0))(state.params, keys)
+        )
         for i, point in enumerate(sweep.points):
             for s in range(config.seeds):
-                base = {"variant": _label(divergence, point["lmbda"]), "divergence": divergence, "lmbda": point["lmbda"], "seed": s}
+                base = {
+                    "variant": _label(divergence, point["lmbda"]),
+                    "divergence": divergence,
+                    "lmbda": point["lmbda"],
+                    "seed": s,
+                }
                 for metric in CURVE_METRICS:
                     for j, value in enumerate(curves[metric][i, s]):
                         rows.append({**base, "step": (j + 1) * lm.eval_every, "metric": metric, "value": float(value)})
@@ -136,7 +159,17 @@ def run(config: GKDConfig) -> dict:
     run_dir.write_summary(summary)
     print(f"\nGKD on an oracle LM: teacher per-token KL(p* || T) = {task.teacher_report['teacher_kl_token']:.4f} nats "
           f"(oracle entropy {task.teacher_report['oracle_entropy_token']:.3f} nats/token)")  # fmt: skip
-    print(format_table([{k: r[k] for k in ("variant", "golden_seq", "golden_seq_ci", "proxy_seq", "teacher_loglik", "entropy", "distinct_2")} for r in summary_rows]))
+    print(
+        format_table(
+            [
+                {
+                    k: r[k]
+                    for k in ("variant", "golden_seq", "golden_seq_ci", "proxy_seq", "teacher_loglik", "entropy", "distinct_2")
+                }
+                for r in summary_rows
+            ]
+        )
+    )
     print("\nGolden (sequence KL) of lambda = 1 minus lambda = 0, paired over seeds (negative: on-policy better):")
     print(format_table(comparisons))
     print(f"results in {run_dir.path} ({elapsed:.1f} s)")
@@ -161,7 +194,9 @@ def _on_policy_vs_supervised(config, finals) -> list[dict]:
         return []
     out = []
     for divergence in config.divergences:
-        diff = [finals[(divergence, 1.0, s)]["golden_seq"] - finals[(divergence, 0.0, s)]["golden_seq"] for s in range(config.seeds)]
+        diff = [
+            finals[(divergence, 1.0, s)]["golden_seq"] - finals[(divergence, 0.0, s)]["golden_seq"] for s in range(config.seeds)
+        ]
         s = distillation.summarise(diff)
         out.append({"divergence": divergence, "difference": s["mean"], "ci_low": s["ci_low"], "ci_high": s["ci_high"]})
     return out
@@ -175,7 +210,10 @@ def _plot(config, run_dir, summary_rows, rows, teacher_report) -> dict:
     frame["lambda"] = frame["lambda"].map(lambda v: f"{v:g}")
     bars = run_dir.file("golden_by_divergence.png")
     with figure(bars, 1, 2, figsize=(12, 4.2)) as (_, axes):
-        for ax, metric, title in ((axes[0], "golden_seq", "golden: KL(p* || S) per completion"), (axes[1], "proxy_seq", "proxy: KL(T || S) per completion")):
+        for ax, metric, title in (
+            (axes[0], "golden_seq", "golden: KL(p* || S) per completion"),
+            (axes[1], "proxy_seq", "proxy: KL(T || S) per completion"),
+        ):
             sns.barplot(data=frame, x="divergence", y=metric, hue="lambda", ax=ax, errorbar=None)
             for container, (_, group) in zip(ax.containers, frame.groupby("lambda", sort=False)):
                 xs = [bar.get_x() + bar.get_width() / 2 for bar in container]
@@ -193,9 +231,21 @@ def _plot(config, run_dir, summary_rows, rows, teacher_report) -> dict:
     curves = run_dir.file("golden_curves.png")
     curve_frame = pd.DataFrame([r for r in rows if r["metric"] == "golden_seq"])
     curve_frame["lambda"] = curve_frame["lmbda"].map(lambda v: f"{v:g}")
-    with figure(curves, 1, len(config.divergences), figsize=(3.6 * len(config.divergences), 3.6), squeeze=False, sharey=True) as (_, axes):
+    with figure(curves, 1, len(config.divergences), figsize=(3.6 * len(config.divergences), 3.6), squeeze=False, sharey=True) as (
+        _,
+        axes,
+    ):
         for ax, divergence in zip(axes[0], config.divergences):
-            sns.lineplot(data=curve_frame[curve_frame.divergence == divergence], x="step", y="value", hue="lambda", ax=ax, errorbar=("ci", 95), seed=0, n_boot=200)
+            sns.lineplot(
+                data=curve_frame[curve_frame.divergence == divergence],
+                x="step",
+                y="value",
+                hue="lambda",
+                ax=ax,
+                errorbar=("ci", 95),
+                seed=0,
+                n_boot=200,
+            )
             ax.set_title(divergence)
             ax.set_ylabel("golden KL(p* || S)")
     return {"golden_by_divergence": bars, "quality_diversity": qd, "golden_curves": curves}
@@ -213,13 +263,17 @@ def demo_section(out: Path):
         lm=dataclasses.replace(GKDConfig().lm, steps=100, eval_every=50),
     )  # fmt: skip
     summary = run(config)
-    table = format_table([{k: r[k] for k in ("variant", "golden_seq", "proxy_seq", "oracle_loglik", "entropy")} for r in summary["variants"]])
+    table = format_table(
+        [{k: r[k] for k in ("variant", "golden_seq", "proxy_seq", "oracle_loglik", "entropy")} for r in summary["variants"]]
+    )
     text = (
         f"Oracle -> teacher (2 layers, width 64, {config.task.teacher.steps} MLE steps; exact per-token KL to the oracle "
-        f"{summary['teacher']['teacher_kl_token']:.3f} nats) -> student (1 layer, width 32), distilled for {config.lm.steps} steps "
+        f"{summary['teacher']['teacher_kl_token']:.3f} nats) -> student (1 layer, width 32), "
+        f"distilled for {config.lm.steps} steps "
         f"on {config.task.train_prompts} prompts with supervised KD (lambda = 0) and on-policy GKD (lambda = 1), "
         f"{config.seeds} vmapped seeds. golden_seq = E_x KL(p*(.|x) || S(.|x)) on held-out prompts (exact likelihoods, "
-        "Monte Carlo over oracle completions); proxy_seq = the same against the teacher. The full run is `mdvi-lab gkd`.\n\n" + table
+        "Monte Carlo over oracle completions); proxy_seq = the same against the teacher. The full run is `mdvi-lab gkd`.\n\n"
+        + table
     )
     return DemoSection(
         title="Distillation: GKD (lambda x divergence) with an exact golden metric",

@@ -35,6 +35,7 @@ from experiments.plotting import figure
 from experiments.results import RunDir, format_table
 from mdvi.sweep import nested_vmap
 
+CURVE_METRICS = ("golden_seq", "golden_token", "proxy_seq", "proxy_token")
 REGIMES = {
     "a": "offline, 1 completion/prompt",
     "b": "offline, k completions/prompt",
@@ -103,13 +104,19 @@ def run(config: TeacherHackingConfig) -> dict:
     task = distillation.build_task(config.task, key_task)
     offline, counts, data_a = _offline_data(config, task, key_data)
     extra = {"teacher": task.teacher_params}
-    base = dataclasses.replace(config.lm, objective="gkd", prompt_length=config.task.prompt_length, teacher=config.task.teacher.model)
+    base = dataclasses.replace(
+        config.lm, objective="gkd", prompt_length=config.task.prompt_length, teacher=config.task.teacher.model
+    )
     student = language_model(base.model, task.space)
     evaluate = evaluation.distillation_evaluator(student, task.oracle, task.teacher, task.teacher_params, task.reference)
     intervals = base.steps // base.eval_every
     seed_keys = jax.random.split(key_train, config.seeds)
     curves = {}
-    programs = [("offline", [r for r in config.regimes if r in "abc"]), ("d", ["d"] * ("d" in config.regimes)), ("e", ["e"] * ("e" in config.regimes))]
+    programs = [
+        ("offline", [r for r in config.regimes if r in "abc"]),
+        ("d", ["d"] * ("d" in config.regimes)),
+        ("e", ["e"] * ("e" in config.regimes)),
+    ]
     bar = tqdm(total=len(config.regimes), desc="teacher-hacking: regimes", disable=not config.progress, leave=False)
     for program, regimes in programs:
         if not regimes:
@@ -141,7 +148,7 @@ def run(config: TeacherHackingConfig) -> dict:
     elapsed = time.perf_counter() - started
     rows = [
         {"variant": f"({r}) {REGIMES[r]}", "regime": r, "seed": s, "step": int(step), "metric": name, "value": float(v)}
-        for r in config.regimes for name, values in curves[r].items() if name in ("golden_seq", "golden_token", "proxy_seq", "proxy_token")
+        for r in config.regimes for name, values in curves[r].items() if name in CURVE_METRICS
         for s in range(config.seeds) for step, v in zip(steps, values[s])
     ]  # fmt: skip
     csv_path = run_dir.write_metrics(rows, columns=["variant", "regime", "seed", "step", "metric", "value"])
@@ -152,7 +159,10 @@ def run(config: TeacherHackingConfig) -> dict:
     print(f"\nTeacher hacking: teacher per-token KL(p* || T) = {task.teacher_report['teacher_kl_token']:.4f} nats")
     print(format_table(analysis["regimes"]))
     law = analysis["healthy_law"]
-    print(f"healthy law (regimes {', '.join(law['regimes']) or '-'}): log golden = {law['intercept']:.3f} + {law['slope']:.3f} log proxy (R^2 {law['r2']:.3f})")
+    print(
+        f"healthy law (regimes {', '.join(law['regimes']) or '-'}): "
+        f"log golden = {law['intercept']:.3f} + {law['slope']:.3f} log proxy (R^2 {law['r2']:.3f})"
+    )
     print(f"results in {run_dir.path} ({elapsed:.1f} s)")
     return summary
 
@@ -184,7 +194,8 @@ def analyse(config, curves) -> dict:
         final = distillation.summarise(golden[:, -1])
         best = distillation.summarise(golden.min(axis=1))
         rows.append({
-            "regime": f"({regime}) {REGIMES[regime]}", "golden_final": final["mean"], "golden_final_ci": f"[{final['ci_low']:.3g}, {final['ci_high']:.3g}]",
+            "regime": f"({regime}) {REGIMES[regime]}", "golden_final": final["mean"],
+            "golden_final_ci": f"[{final['ci_low']:.3g}, {final['ci_high']:.3g}]",
             "golden_min": best["mean"], "proxy_final": float(proxy[:, -1].mean()), "u_shape_runs": int(sum(flags)),
             **{f"fit_{k}": v for k, v in fit_law(golden, proxy).items() if k in ("slope", "r2")},
         })  # fmt: skip
@@ -205,14 +216,24 @@ def _plot(config, run_dir, curves, steps, analysis) -> dict:
     plt_path = run_dir.file("golden_vs_proxy.png")
     law = analysis["healthy_law"]
     regimes = config.regimes
-    with figure(plt_path, 1, len(regimes), figsize=(3.8 * len(regimes), 3.9), squeeze=False, sharex=True, sharey=True) as (fig, axes):
+    with figure(plt_path, 1, len(regimes), figsize=(3.8 * len(regimes), 3.9), squeeze=False, sharex=True, sharey=True) as (
+        fig,
+        axes,
+    ):
         for ax, regime in zip(axes[0], regimes):
             golden, proxy = curves[regime]["golden_seq"], curves[regime]["proxy_seq"]
             for s in range(config.seeds):
                 ax.plot(proxy[s], golden[s], marker=".", lw=1, alpha=0.8, label=f"seed {s}")
-                ax.annotate("", xy=(proxy[s, -1], golden[s, -1]), xytext=(proxy[s, -2], golden[s, -2]), arrowprops={"arrowstyle": "->", "lw": 1})
+                ax.annotate(
+                    "",
+                    xy=(proxy[s, -1], golden[s, -1]),
+                    xytext=(proxy[s, -2], golden[s, -2]),
+                    arrowprops={"arrowstyle": "->", "lw": 1},
+                )
             if np.isfinite(law["slope"]):
-                xs = np.geomspace(min(c["proxy_seq"].min() for c in curves.values()), max(c["proxy_seq"].max() for c in curves.values()), 50)
+                xs = np.geomspace(
+                    min(c["proxy_seq"].min() for c in curves.values()), max(c["proxy_seq"].max() for c in curves.values()), 50
+                )
                 ax.plot(xs, np.exp(law["intercept"] + law["slope"] * np.log(xs)), "k--", lw=1, label="healthy law")
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -246,9 +267,12 @@ def demo_section(out: Path):
         lm=dataclasses.replace(TeacherHackingConfig().lm, steps=200, eval_every=20),
     )  # fmt: skip
     summary = run(config)
-    table = format_table([{k: r[k] for k in ("regime", "golden_final", "golden_min", "proxy_final", "u_shape_runs")} for r in summary["regimes"]])
+    table = format_table(
+        [{k: r[k] for k in ("regime", "golden_final", "golden_min", "proxy_final", "u_shape_runs")} for r in summary["regimes"]]
+    )
     text = (
-        f"A student distils an imperfect teacher (exact per-token KL to the oracle {summary['teacher']['teacher_kl_token']:.3f} nats) "
+        "A student distils an imperfect teacher (exact per-token KL to the oracle "
+        f"{summary['teacher']['teacher_kl_token']:.3f} nats) "
         f"with the forward KL for {config.lm.steps} steps: offline on {config.prompts} prompts with one completion each (a), "
         f"on {config.prompts * config.completions} prompts (c), and with fresh teacher completions (d); {config.seeds} seeds. "
         "The golden metric is the oracle's sequence-level KL to the student on held-out prompts, the proxy the teacher's. "

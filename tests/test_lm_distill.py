@@ -165,7 +165,7 @@ def test_lambda_zero_never_samples_the_student_and_lambda_one_always_does():
     keys = jax.random.split(jax.random.key(5), 100)
     for source in ("data", "teacher"):
         _, student, teacher, params, teacher_params, data, build = _setup(0.0, source)
-        batches = jax.jit(jax.vmap(lambda k: build(k, 0.0)))(keys)
+        batches = jax.jit(jax.vmap(lambda k, build=build: build(k, 0.0)))(keys)
         assert np.all(np.asarray(batches.on_policy) == 0.0)
         rows = _rows(data, keys)
         if source == "data":
@@ -175,7 +175,9 @@ def test_lambda_zero_never_samples_the_student_and_lambda_one_always_does():
             expected = lm.sample(teacher.decoder, teacher_params, draw, 16, prompts=rows[7, :, :PROMPT]).tokens
             np.testing.assert_array_equal(np.asarray(batches.tokens[7]), np.asarray(expected))
         # The teacher's logits are those of the chosen sequences; the mask skips the prompt.
-        np.testing.assert_allclose(batches.teacher_logits[3], teacher.logits(teacher_params, batches.tokens[3]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            batches.teacher_logits[3], teacher.logits(teacher_params, batches.tokens[3]), rtol=1e-5, atol=1e-5
+        )
         assert np.all(np.asarray(batches.mask)[..., :PROMPT] == 0)
     batches = jax.jit(jax.vmap(lambda k: build(k, 1.0)))(keys)
     assert np.all(np.asarray(batches.on_policy) == 1.0)
@@ -220,7 +222,12 @@ def test_distillation_objectives_train_the_student_towards_the_teacher(objective
     mask = probe.mask
 
     def kl(params):
-        return losses.masked_mean(distill.distillation_loss(teacher.logits(teacher_params, probe.tokens), student.logits(params, probe.tokens), mask, "kl", space=SPACE), mask)
+        return losses.masked_mean(
+            distill.distillation_loss(
+                teacher.logits(teacher_params, probe.tokens), student.logits(params, probe.tokens), mask, "kl", space=SPACE
+            ),
+            mask,
+        )
 
     start = student.init_params(jax.random.split(jax.random.key(4), 2)[0], data)
     after = jax.vmap(kl)(out.params)
@@ -232,9 +239,13 @@ def test_distillation_objectives_train_the_student_towards_the_teacher(objective
 def test_distillation_needs_a_teacher_and_valid_settings():
     _, _, _, _, _, data, _ = _setup(0.0)
     with pytest.raises(ValueError, match="teacher's parameters"):
-        lm.make_train(lm.LMConfig(model=STUDENT, objective="gkd", teacher=TEACHER, steps=2, eval_every=1), SPACE)(jax.random.key(0), data)
+        lm.make_train(lm.LMConfig(model=STUDENT, objective="gkd", teacher=TEACHER, steps=2, eval_every=1), SPACE)(
+            jax.random.key(0), data
+        )
     with pytest.raises(ValueError, match="set LMConfig.teacher"):
-        lm.make_train(lm.LMConfig(model=STUDENT, objective="gkd", steps=2, eval_every=1), SPACE)(jax.random.key(0), data, extra={"teacher": {}})
+        lm.make_train(lm.LMConfig(model=STUDENT, objective="gkd", steps=2, eval_every=1), SPACE)(
+            jax.random.key(0), data, extra={"teacher": {}}
+        )
     with pytest.raises(ValueError, match="unknown divergence 'kl2'"):
         lm.LMConfig(objective="gkd", divergence="kl2")
     with pytest.raises(ValueError, match="lmbda must lie in"):

@@ -29,6 +29,7 @@ from agents.lm.transformer import (
 )
 
 __all__ = [
+    "distill",
     "OBJECTIVES",
     "Batch",
     "BatchContext",

@@ -224,14 +224,14 @@ def distillation_evaluator(
 ) -> Callable:
     """``evaluate(params, key) -> {name: scalar}``, jittable and vmappable over students:
 
-      * ``golden_seq = E_x KL(p*(.|x) || S(.|x))`` at sequence level (nats per completion):
-        Monte Carlo over the reference's oracle completions with exact log-probabilities of
-        both; ``golden_token``: the exact per-step ``KL(p*(.|prefix) || S(.|prefix))`` averaged
-        per token along the same completions;
-      * ``proxy_seq`` and ``proxy_token``: the same against the teacher, over its completions;
-      * with ``num_samples > 0``, student completions of the first ``num_samples`` held-out
-        prompts: ``teacher_loglik`` and ``oracle_loglik`` (per token) and the student's exact
-        per-token ``entropy`` along them.
+    * ``golden_seq = E_x KL(p*(.|x) || S(.|x))`` at sequence level (nats per completion):
+      Monte Carlo over the reference's oracle completions with exact log-probabilities of
+      both; ``golden_token``: the exact per-step ``KL(p*(.|prefix) || S(.|prefix))`` averaged
+      per token along the same completions;
+    * ``proxy_seq`` and ``proxy_token``: the same against the teacher, over its completions;
+    * with ``num_samples > 0``, student completions of the first ``num_samples`` held-out
+      prompts: ``teacher_loglik`` and ``oracle_loglik`` (per token) and the student's exact
+      per-token ``entropy`` along them.
     """
     ref = reference
 
@@ -244,7 +244,9 @@ def distillation_evaluator(
             return jnp.sum(jnp.where(mask > 0, taken, 0.0), axis=-1)
 
         out = {
-            "golden_seq": jnp.mean(ref.oracle_log_likelihood - sequence_log_likelihood(oracle_policy, ref.oracle_tokens, ref.oracle_mask)),
+            "golden_seq": jnp.mean(
+                ref.oracle_log_likelihood - sequence_log_likelihood(oracle_policy, ref.oracle_tokens, ref.oracle_mask)
+            ),
             "golden_token": losses.masked_mean(
                 distill.token_divergence(ref.oracle_log_probs, oracle_policy, ref.oracle_mask, "kl"), ref.oracle_mask
             ),
