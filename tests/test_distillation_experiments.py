@@ -23,21 +23,22 @@ TINY = [
 def test_gkd_command_writes_tidy_csv_summary_and_figures(tmp_path):
     out = tmp_path / "gkd"
     argv = ["gkd", *TINY, "--task.train-prompts", "16", "--lm.steps", "20", "--lm.eval-every", "10",
-            "--divergences", "kl", "jsd:0.5", "--final-samples", "8", "--out", str(out)]  # fmt: skip
+            "--divergences", "jsd:0.5", "--final-samples", "8", "--out", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
     for name in ("metrics.csv", "summary.json", "golden_by_divergence.png", "quality_diversity.png", "golden_curves.png"):
         assert (out / name).exists(), name
     with (out / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert {r["variant"] for r in rows} == {f"{d}, lambda={lam}" for d in ("kl", "jsd:0.5") for lam in ("0", "0.5", "1")}
+    assert {r["variant"] for r in rows} == {f"jsd:0.5, lambda={lam}" for lam in ("0", "0.5", "1")}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["models"] == 12 and summary["teacher"]["teacher_kl_token"] > 0
+    assert summary["models"] == 6 and summary["teacher"]["teacher_kl_token"] > 0
     for row in summary["variants"]:
         assert row["golden_seq"] > 0 and row["proxy_seq"] >= 0 and row["entropy"] > 0
-    assert len(summary["on_policy_minus_supervised_golden"]) == 2
+    assert len(summary["on_policy_minus_supervised_golden"]) == 1
     assert cli.main(argv) == 2  # the folder holds a run: refused without --overwrite
 
 
+@pytest.mark.slow
 def test_teacher_hacking_command_and_its_analysis(tmp_path):
     out = tmp_path / "th"
     argv = ["teacher-hacking", *TINY, "--task.train-prompts", "16", "--prompts", "4", "--completions", "4",
