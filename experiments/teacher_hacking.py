@@ -14,8 +14,10 @@ Along training the golden metric ``E_x KL(p*(.|x) || S(.|x))`` and the proxy ``E
 S(.|x))`` (sequence level, held-out prompts, exact log-probabilities) are recorded and drawn
 against each other on log-log axes. A run is flagged as hacking (the U-shape) when its golden
 metric ends more than ``u_tolerance`` (relative) above its minimum while the proxy kept falling
-after that minimum; the power law ``log golden = a + b log proxy`` is fitted on the regimes with
-no flagged run (healthy), and every regime's distance to that law at the end is reported.
+after that minimum; a run whose golden metric ends that far above its minimum for any reason
+(hacking, or overfitting where the proxy rises too) is counted in ``golden_rise_runs``. The power
+law ``log golden = a + b log proxy`` is fitted on the regimes where no run's golden metric rose
+(healthy), and every regime's distance to that law at the end is reported.
 """
 
 from __future__ import annotations
@@ -186,20 +188,31 @@ def fit_law(golden, proxy) -> dict:
     return {"slope": float(slope), "intercept": float(intercept), "r2": float(r2), "points": int(x.size)}
 
 
+def golden_rises(golden, tolerance: float) -> bool:
+    """Whether the golden metric ends ``tolerance`` (relative) above its minimum (hacking or overfitting)."""
+    golden = np.asarray(golden)
+    return bool(golden[-1] > (1 + tolerance) * golden.min())
+
+
 def analyse(config, curves) -> dict:
+    """Per regime: final and best golden metric, U-shape (hacking) runs, runs whose golden metric
+    rose at all, and the log-log fit; the healthy law is fitted on the regimes where no run's
+    golden metric rose (``NaN`` if there are none), and every regime's final distance to it."""
     rows, healthy = [], []
     for regime in config.regimes:
         golden, proxy = curves[regime]["golden_seq"], curves[regime]["proxy_seq"]
         flags = [u_shape(golden[s], proxy[s], config.u_tolerance) for s in range(config.seeds)]
+        rises = [golden_rises(golden[s], config.u_tolerance) for s in range(config.seeds)]
         final = distillation.summarise(golden[:, -1])
         best = distillation.summarise(golden.min(axis=1))
         rows.append({
             "regime": f"({regime}) {REGIMES[regime]}", "golden_final": final["mean"],
             "golden_final_ci": f"[{final['ci_low']:.3g}, {final['ci_high']:.3g}]",
             "golden_min": best["mean"], "proxy_final": float(proxy[:, -1].mean()), "u_shape_runs": int(sum(flags)),
+            "golden_rise_runs": int(sum(rises)),
             **{f"fit_{k}": v for k, v in fit_law(golden, proxy).items() if k in ("slope", "r2")},
         })  # fmt: skip
-        if not any(flags):
+        if not any(rises):
             healthy.append(regime)
     law = fit_law(
         np.concatenate([curves[r]["golden_seq"].ravel() for r in healthy]) if healthy else [],

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import cli
-from experiments.teacher_hacking import fit_law, u_shape
+from experiments.teacher_hacking import fit_law, golden_rises, u_shape
 
 TINY = [
     "--task.oracle.vocab-size", "6", "--task.oracle.num-hidden", "4", "--task.oracle.branching", "2",
@@ -58,7 +58,8 @@ def test_u_shape_flag_and_power_law_fit():
     assert not u_shape(0.5 * proxy**0.5, proxy, 0.02)  # golden keeps falling with the proxy
     golden = np.array([1.0, 0.7, 0.5, 0.45, 0.47, 0.5, 0.55, 0.6])
     assert u_shape(golden, proxy, 0.02)
-    assert not u_shape(golden, proxy[::-1], 0.02)  # proxy rose too: not hacking
+    assert not u_shape(golden, proxy[::-1], 0.02)  # proxy rose too: not hacking, but the golden metric rose
+    assert golden_rises(golden, 0.02) and not golden_rises(0.5 * proxy**0.5, 0.02)
     law = fit_law(0.5 * proxy**0.7, proxy)
     np.testing.assert_allclose([law["slope"], np.exp(law["intercept"]), law["r2"]], [0.7, 0.5, 1.0], rtol=1e-6)
     with pytest.raises(ValueError):
