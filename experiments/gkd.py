@@ -256,7 +256,7 @@ def demo_section(out: Path):
     from experiments.demo import DemoSection
 
     config = GKDConfig(
-        out=out / "gkd", overwrite=True, progress=False, seeds=2, final_samples=64, divergences=("kl", "reverse_kl", "jsd:0.5"),
+        out=out / "gkd", overwrite=True, progress=False, seeds=2, final_samples=64, divergences=("kl", "reverse_kl"),
         lambdas=(0.0, 1.0),
         task=dataclasses.replace(distillation.DistillTask(), train_prompts=128, heldout_prompts=128,
                                  teacher=dataclasses.replace(distillation.DistillTask().teacher, steps=150, eval_every=150)),

@@ -270,12 +270,12 @@ def _plot(config, run_dir, curves, steps, analysis) -> dict:
 
 
 def demo_section(out: Path):
-    """The teacher-hacking part of ``mdvi-lab demo``: short runs of regimes (a), (c), (d)."""
+    """The teacher-hacking part of ``mdvi-lab demo``: short runs of regimes (a) and (c) (one compiled program)."""
     from experiments.demo import DemoSection
 
     teacher = dataclasses.replace(distillation.DistillTask().teacher, steps=150, eval_every=150)
     config = TeacherHackingConfig(
-        out=out / "teacher_hacking", overwrite=True, progress=False, seeds=2, regimes=("a", "c", "d"), prompts=16, completions=4,
+        out=out / "teacher_hacking", overwrite=True, progress=False, seeds=2, regimes=("a", "c"), prompts=16, completions=4,
         task=dataclasses.replace(distillation.DistillTask(), train_prompts=64, heldout_prompts=128, teacher=teacher),
         lm=dataclasses.replace(TeacherHackingConfig().lm, steps=200, eval_every=20),
     )  # fmt: skip
@@ -287,7 +287,7 @@ def demo_section(out: Path):
         "A student distils an imperfect teacher (exact per-token KL to the oracle "
         f"{summary['teacher']['teacher_kl_token']:.3f} nats) "
         f"with the forward KL for {config.lm.steps} steps: offline on {config.prompts} prompts with one completion each (a), "
-        f"on {config.prompts * config.completions} prompts (c), and with fresh teacher completions (d); {config.seeds} seeds. "
+        f"and on {config.prompts * config.completions} prompts (c); {config.seeds} seeds. "
         "The golden metric is the oracle's sequence-level KL to the student on held-out prompts, the proxy the teacher's. "
         "u_shape_runs counts runs whose golden metric rose again while the proxy kept falling. "
         "The full run (all five regimes) is `mdvi-lab teacher-hacking`.\n\n" + table
