@@ -7,7 +7,13 @@ measurements of the objectives are interleaved and each is the median of several
 Target: an IRL-SFT step costs at most 1.15x an MLE step. The RLOO step (8 prompts of 8 oracle
 tokens x k = 4 completions = the MLE step's 32 sequences; KV-cache sampling, the reference's
 log-probabilities, a token-count reward, the policy-gradient step) targets at most 4x the MLE
-step. Usage:
+step.
+Distillation records (same run): a 1-layer, width-32 student distils the 2-layer, width-64
+teacher on prompted sequences (prompt 4 tokens). An offline GKD step (lambda = 0, fixed teacher
+completions, teacher forward pass inside the step) against the student's MLE step plus one
+teacher forward pass on the batch (targets: <= 1.5x), and an on-policy GKD step (lambda = 1,
+student completions sampled through the KV cache every step) against the offline one (<= 3x).
+Usage:
 
     python benchmarks/lm.py [--quick]
 """
@@ -95,7 +101,59 @@ def main(quick: bool = False):
             rloo <= 4.0,
         )
     )
+    records += distillation_records(data, oracle_config.space, steps, repeats)
     write("lm" if not quick else "lm-quick", records)
+    return records
+
+
+def distillation_records(data, space, steps: int, repeats: int) -> list[dict]:
+    """Offline and on-policy GKD steps against the student's MLE step and the teacher's forward pass."""
+    student_spec = lm.TransformerSpec(num_layers=1, width=32, num_heads=2)
+    teacher_spec = lm.TransformerSpec()
+    teacher = lm.language_model(teacher_spec, space)
+    teacher_params = teacher.init_params(jax.random.key(2), data)
+    common = dict(model=student_spec, steps=steps, eval_every=steps, batch_size=32, prompt_length=4, teacher=teacher_spec)
+    configs = {
+        "student mle": lm.LMConfig(objective="mle", **common),
+        "gkd offline": lm.LMConfig(objective="gkd", lmbda=0.0, **common),
+        "gkd on-policy": lm.LMConfig(objective="gkd", lmbda=1.0, **common),
+    }
+    runners = {}
+    for name, config in configs.items():
+        trainer = lm.make_trainer(config, space)
+        state = trainer.init(jax.random.key(1), data, {"teacher": teacher_params})
+        run = jax.jit(trainer.run, static_argnums=4)
+
+        def go(run=run, state=state, config=config):
+            return jax.block_until_ready(run(state, data, config.hyperparameters(), data.shape[0], 1))
+
+        go()
+        runners[name] = go
+
+    @jax.jit
+    def teacher_forwards(key):
+        def body(total, key):
+            rows = data[jax.random.randint(key, (32,), 0, data.shape[0])]
+            return total + teacher.logits(teacher_params, rows).sum(), None
+
+        return jax.lax.scan(body, 0.0, jax.random.split(key, steps))[0]
+
+    runners["teacher forward"] = lambda: jax.block_until_ready(teacher_forwards(jax.random.key(3)))
+    runners["teacher forward"]()
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, go in runners.items():
+            start = time.perf_counter()
+            go()
+            times[name].append(time.perf_counter() - start)
+    ms = {name: 1e3 * statistics.median(values) / steps for name, values in times.items()}
+    offline_ratio = ms["gkd offline"] / (ms["student mle"] + ms["teacher forward"])
+    on_policy_ratio = ms["gkd on-policy"] / ms["gkd offline"]
+    records = [record(f"step time, {name}", value, "ms/step") for name, value in ms.items()]
+    records.append(
+        record("GKD offline step / (student MLE step + teacher forward)", offline_ratio, "x", "<= 1.5x", offline_ratio <= 1.5)
+    )
+    records.append(record("GKD on-policy step / GKD offline step", on_policy_ratio, "x", "<= 3x", on_policy_ratio <= 3.0))
     return records
 
 

@@ -664,6 +664,10 @@ def conditional_log_likelihood(oracle: TokenOracle, tokens: Array, prompt_length
     prompt_length = check_prompt_length(oracle, prompt_length)
     scores = score(oracle, tokens)
     mask = completion_mask(jnp.atleast_2d(tokens), prompt_length).reshape(scores.mask.shape)
-    if _is_concrete(tokens) and prompt_length and np.any(np.asarray(scores.mask)[..., :prompt_length] * (np.asarray(tokens)[..., :prompt_length] == EOS)):
+    if (
+        _is_concrete(tokens)
+        and prompt_length
+        and np.any(np.asarray(scores.mask)[..., :prompt_length] * (np.asarray(tokens)[..., :prompt_length] == EOS))
+    ):
         raise ValueError(f"a sequence ends inside its prompt (EOS among its first {prompt_length} tokens)")
     return jnp.sum(jnp.where(mask > 0, scores.step_log_probs, 0.0), axis=-1)

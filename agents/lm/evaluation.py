@@ -23,6 +23,9 @@ over completions of the same root), and the distance is the Pearson distance
 between a reward and any shaped (or positively rescaled) copy of it. On enumerable tasks it is
 computed exactly over all completions; on the lab's oracles over held-out sequences.
 
+For distillation (:func:`distillation_evaluator`), the golden and proxy metrics of teacher
+hacking: sequence- and token-level KL of the oracle and of the teacher to the student.
+
 The device-side parts (:func:`curve_evaluator`, :func:`final_evaluator`) are jittable and
 vmappable over models; the set metrics (:func:`sample_set_metrics`, :func:`oracle_reference`)
 are host-side NumPy.
@@ -38,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents.lm import losses, metrics
-from agents.lm.sampling import sample
+from agents.lm import distill, losses, metrics
+from agents.lm.sampling import sample, window_log_policy
 from agents.lm.transformer import LanguageModel
 from envs import token_mdp
 
@@ -224,3 +227,120 @@ def value_at_quality(quality, values, target: float) -> float:
     if target < quality[0] or target > quality[-1]:
         return math.nan
     return float(np.interp(target, quality, values))
+
+
+# ---------------------------------------------------------------------------------------------
+# Distillation: golden and proxy metrics (Tiapkin et al. 2025, arXiv 2502.02671, Sec. 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def completion_log_likelihood(model: LanguageModel, params, tokens: Array, mask: Array) -> Array:
+    """``[N]`` a model's exact ``log pi(y | x)`` of the masked positions (its window-restricted
+    sampling distribution, :func:`agents.lm.sampling.window_log_policy`)."""
+    log_policy = window_log_policy(model.logits(params, tokens), model.space)
+    taken = jnp.take_along_axis(log_policy, tokens[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(mask > 0, taken, 0.0), axis=-1)
+
+
+class DistillationReference(NamedTuple):
+    """Fixed held-out completions and their exact scores, shared by every evaluation.
+
+    ``oracle_tokens`` are oracle completions of held-out prompts (golden metric), with the
+    oracle's ``log p*(y | x)`` and next-token log-probabilities along them; ``teacher_tokens``
+    are teacher completions of the same prompts (proxy metric), with ``log T(y | x)`` and the
+    teacher's next-token log-probabilities; ``prompts`` the held-out prompts for student samples.
+    """
+
+    oracle_tokens: Array
+    oracle_mask: Array
+    oracle_log_likelihood: Array
+    oracle_log_probs: Array
+    teacher_tokens: Array
+    teacher_mask: Array
+    teacher_log_likelihood: Array
+    teacher_log_probs: Array
+    prompts: Array
+
+
+def distillation_reference(
+    oracle: token_mdp.TokenOracle, teacher: LanguageModel, teacher_params, prompts: Array, key: Array
+) -> DistillationReference:
+    """Draw one oracle and one teacher completion per held-out prompt and score them exactly."""
+    key_oracle, key_teacher = jax.random.split(key)
+    prompt_length = prompts.shape[-1]
+    oracle_tokens = token_mdp.sample_completions(oracle, key_oracle, prompts)
+    oracle_mask = token_mdp.completion_mask(oracle_tokens, prompt_length)
+    teacher_samples = sample(teacher.decoder, teacher_params, key_teacher, prompts.shape[0], prompts=prompts)
+    teacher_log_probs = window_log_policy(teacher.logits(teacher_params, teacher_samples.tokens), teacher.space)
+    return DistillationReference(
+        oracle_tokens,
+        oracle_mask,
+        token_mdp.conditional_log_likelihood(oracle, oracle_tokens, prompt_length),
+        token_mdp.score(oracle, oracle_tokens).log_probs,
+        teacher_samples.tokens,
+        teacher_samples.mask,
+        completion_log_likelihood(teacher, teacher_params, teacher_samples.tokens, teacher_samples.mask),
+        teacher_log_probs,
+        prompts,
+    )
+
+
+def distillation_evaluator(
+    student: LanguageModel,
+    oracle: token_mdp.TokenOracle,
+    teacher: LanguageModel,
+    teacher_params,
+    reference: DistillationReference,
+    num_samples: int = 0,
+) -> Callable:
+    """``evaluate(params, key) -> {name: scalar}``, jittable and vmappable over students:
+
+    * ``golden_seq = E_x KL(p*(.|x) || S(.|x))`` at sequence level (nats per completion):
+      Monte Carlo over the reference's oracle completions with exact log-probabilities of
+      both; ``golden_token``: the exact per-step ``KL(p*(.|prefix) || S(.|prefix))`` averaged
+      per token along the same completions;
+    * ``proxy_seq`` and ``proxy_token``: the same against the teacher, over its completions;
+    * with ``num_samples > 0``, student completions of the first ``num_samples`` held-out
+      prompts: ``teacher_loglik`` and ``oracle_loglik`` (per token) and the student's exact
+      per-token ``entropy`` along them.
+    """
+    ref = reference
+
+    def evaluate(params, key):
+        oracle_policy = window_log_policy(student.logits(params, ref.oracle_tokens), student.space)
+        teacher_policy = window_log_policy(student.logits(params, ref.teacher_tokens), student.space)
+
+        def sequence_log_likelihood(policy, tokens, mask):
+            taken = jnp.take_along_axis(policy, tokens[..., None], axis=-1)[..., 0]
+            return jnp.sum(jnp.where(mask > 0, taken, 0.0), axis=-1)
+
+        out = {
+            "golden_seq": jnp.mean(
+                ref.oracle_log_likelihood - sequence_log_likelihood(oracle_policy, ref.oracle_tokens, ref.oracle_mask)
+            ),
+            "golden_token": losses.masked_mean(
+                distill.token_divergence(ref.oracle_log_probs, oracle_policy, ref.oracle_mask, "kl"), ref.oracle_mask
+            ),
+            "proxy_seq": jnp.mean(
+                ref.teacher_log_likelihood - sequence_log_likelihood(teacher_policy, ref.teacher_tokens, ref.teacher_mask)
+            ),
+            "proxy_token": losses.masked_mean(
+                distill.token_divergence(ref.teacher_log_probs, teacher_policy, ref.teacher_mask, "kl"), ref.teacher_mask
+            ),
+        }
+        if num_samples:
+            samples = sample(student.decoder, params, key, num_samples, prompts=ref.prompts[:num_samples])
+            teacher_ll = completion_log_likelihood(teacher, teacher_params, samples.tokens, samples.mask)
+            oracle_scores = token_mdp.score(oracle, samples.tokens)
+            tokens = jnp.maximum(jnp.sum(samples.mask), 1.0)
+            out["teacher_loglik"] = jnp.sum(teacher_ll) / tokens
+            out["oracle_loglik"] = jnp.sum(jnp.where(samples.mask > 0, oracle_scores.step_log_probs, 0.0)) / tokens
+            out["entropy"] = losses.masked_mean(samples.entropy, samples.mask)
+        return out
+
+    return evaluate
+
+
+def student_samples(student: LanguageModel, params, key: Array, prompts: Array):
+    """Student completions of ``prompts`` (for host-side diversity metrics)."""
+    return sample(student.decoder, params, key, prompts.shape[0], prompts=prompts)

@@ -36,12 +36,17 @@ class Batch(NamedTuple):
       mask: ``[B, T]`` their :func:`envs.token_mdp.sequence_mask`.
       samples: sequences drawn from some model before the loss (no gradient through them).
       rewards: rewards of the batch, for objectives that score sequences with a reward model.
+      teacher_logits: ``[B, T, A]`` a teacher's logits on ``tokens`` (distillation), computed
+        before the loss.
+      on_policy: scalar, 1.0 when ``tokens`` were sampled from the model being trained.
     """
 
     tokens: Array
     mask: Array
     samples: Samples | None = None
     rewards: Array | None = None
+    teacher_logits: Array | None = None
+    on_policy: Array | None = None
 
 
 class BatchContext(NamedTuple):
@@ -118,6 +123,9 @@ class Objective:
       update_extra: ``update_extra(extra, params, hyper) -> extra`` after each optimizer step
         (e.g. an EMA anchor, :func:`agents.lm.weights.ema`).
       description: one line for listings.
+      configure: optional ``configure(config) -> loss``: the loss for a trainer config, for
+        objectives whose loss depends on a static setting (e.g. GKD's ``config.divergence``);
+        ``loss`` is then the default.
     """
 
     name: str
@@ -127,6 +135,11 @@ class Objective:
     init_extra: Callable = no_extra
     update_extra: Callable = keep_extra
     description: str = ""
+    configure: Callable | None = None
+
+    def loss_for(self, config) -> Callable:
+        """The loss the trainer differentiates under ``config``."""
+        return self.loss if self.configure is None else self.configure(config)
 
 
 OBJECTIVES: dict[str, Objective] = {}

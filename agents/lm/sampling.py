@@ -25,7 +25,7 @@ class Samples(NamedTuple):
 
     Attributes:
       tokens: ``[N, T]`` int32, padded with ``EOS``.
-      mask: ``[N, T]`` :func:`envs.token_mdp.sequence_mask`.
+      mask: ``[N, T]`` :func:`envs.token_mdp.sequence_mask` (the completion mask when prompted).
       entropy: ``[N, T]`` entropy of the sampling distribution at each real step (nats).
       log_probs: ``[N, T]`` its log-probability of the sampled action.
     """

@@ -22,6 +22,7 @@ from agents.lm import objectives
 from agents.lm.losses import check_scalar
 from agents.lm.transformer import TransformerSpec, language_model
 from envs.token_mdp import TokenSpace, validate_tokens
+from mdvi import get_divergence
 
 Array = jax.Array
 
@@ -30,6 +31,7 @@ HYPERPARAMETER_RANGES = {
     "discount": (0.0, 1.0, False),
     "chi2_alpha": (0.0, math.inf, True),
     "policy_fraction": (0.0, 1.0, False),
+    "lmbda": (0.0, 1.0, False),
 }
 """name -> (low, high, low end open) of the lab's hyperparameters, checked on concrete values."""
 
@@ -41,7 +43,7 @@ class LMConfig:
     model: TransformerSpec = TransformerSpec()
     """The transformer's architecture."""
     objective: str = "irl_sft"
-    """A registered objective (agents/lm/objectives.py): mle, irl_sft, iq_chi2, online_irl_sft."""
+    """A registered objective (agents/lm/objectives.py): mle, irl_sft, iq_chi2, online_irl_sft, gkd, seq_kd."""
     lam: float = 0.1
     """IRL-SFT weight of the squared TD residual (0 = MLE)."""
     discount: float = 1.0
@@ -50,6 +52,19 @@ class LMConfig:
     """alpha of the chi^2 IQ-Learn loss."""
     policy_fraction: float = 0.1
     """Online IRL-SFT: mix ratio of model samples in the value term."""
+    lmbda: float = 0.0
+    """Distillation (gkd): probability that a step's completions are sampled from the student."""
+    divergence: str = "kl"
+    """Distillation (gkd): token-level D(teacher || student), any name of mdvi.get_divergence
+    ("kl" forward KL, "reverse_kl", "jsd:0.1", ...)."""
+    distill_source: str = "data"
+    """Distillation: completions when not on-policy: "data" (the fixed training set) or "teacher"
+    (fresh teacher samples of the training set's prompts every step)."""
+    teacher: TransformerSpec | None = None
+    """Distillation: the teacher's architecture (its parameters go in TrainState.extra["teacher"])."""
+    prompt_length: int = 0
+    """Leading prompt positions of every training sequence (envs/token_mdp.py prompted tasks);
+    losses count the completion only. 0: unprompted."""
     learning_rate: float = 1e-3
     """Peak AdamW learning rate (linear warmup, then cosine decay to a tenth)."""
     warmup_steps: int = 100
@@ -73,6 +88,11 @@ class LMConfig:
         if not (self.lam >= 0 and math.isfinite(self.lam)):
             raise ValueError(f"lam must be finite and >= 0, got {self.lam}")
         check_hyperparameters(self.hyperparameters())
+        get_divergence(self.divergence)  # ValueError listing the known names
+        if self.distill_source not in ("data", "teacher"):
+            raise ValueError(f"distill_source must be 'data' or 'teacher', got {self.distill_source!r}")
+        if not isinstance(self.prompt_length, int) or self.prompt_length < 0:
+            raise ValueError(f"prompt_length must be a non-negative integer, got {self.prompt_length!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -147,11 +167,14 @@ def make_trainer(config: LMConfig, space: TokenSpace, evaluate: Callable | None 
     """See :func:`make_train`."""
     model = language_model(config.model, space)
     objective = objectives.get(config.objective)
+    loss_fn = objective.loss_for(config)
     optimizer = make_optimizer(config)
 
     def check(tokens):
         if tokens.ndim != 2 or tokens.shape[-1] != space.window:
             raise ValueError(f"tokens must have shape [N, window = {space.window}], got {tokens.shape}")
+        if config.prompt_length >= space.window:
+            raise ValueError(f"prompt_length ({config.prompt_length}) must be < window = {space.window}")
         if not isinstance(tokens, jax.core.Tracer):
             validate_tokens(tokens, space.num_actions)
 
@@ -171,7 +194,7 @@ def make_trainer(config: LMConfig, space: TokenSpace, evaluate: Callable | None 
             params, opt_state, extra = carry
             context = objectives.BatchContext(config, model, tokens, num_sequences, params, extra, hyper)
             batch = objective.make_batch(context, key)  # the rollout, outside the differentiated loss
-            (loss, aux), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, model, batch, extra, hyper)
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model, batch, extra, hyper)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             extra = objective.update_extra(extra, params, hyper)
