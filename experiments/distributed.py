@@ -20,6 +20,7 @@ resume on another number of hosts or devices.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 
 import jax
@@ -32,6 +33,26 @@ SEED_AXIS = "seeds"
 COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
 NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
 PROCESS_ID_ENV = "JAX_PROCESS_ID"
+BARRIER_TIMEOUT_S = 3600
+"""How long a process waits at a barrier for the others (one may still be compiling a chunk)."""
+_barrier_count = itertools.count()
+
+
+def barrier(what: str) -> None:
+    """Wait for every process at the coordination service of JAX's distributed runtime.
+
+    Every collective below starts behind one: JAX's CPU collectives (gloo) give up after 30 s
+    when a peer is late to set up a collective (measured: "Gloo context initialization failed:
+    DEADLINE_EXCEEDED" when one process compiled its chunk 40 s after the other on a busy CPU),
+    while the coordination service's barrier waits ``BARRIER_TIMEOUT_S``. Called through
+    orbax's wrapper of the runtime's barrier (JAX has no public one).
+    """
+    if jax.process_count() == 1:
+        return
+    from orbax.checkpoint import multihost
+
+    multihost.sync_global_processes(f"mdvi-lab/{what}/{next(_barrier_count)}", timeout=BARRIER_TIMEOUT_S,
+                                    processes=set(range(jax.process_count())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +138,12 @@ class SeedLayout:
                 f"seeds ({seeds}) must be a multiple of the {len(devices)} devices the seed axis is sharded over "
                 f"(--shard; {jax.process_count()} process(es) x {jax.local_device_count()} device(s))"
             )
+        if shard:
+            # jax 0.10's Shardy partitioner cannot lower the Philox PRNG (the lab's default on CPU)
+            # in a sharded program ("INTERNAL: Unable to convert MHLO to StableHLO": the
+            # ``mulhi`` of philox2x32 stays an unknown mhlo op); GSPMD lowers it. Inside
+            # ``shard_map`` nothing is partitioned automatically, so the choice changes no result.
+            jax.config.update("jax_use_shardy_partitioner", False)
         self.devices = devices if shard else devices[:1]
         self.mesh = Mesh(np.array(self.devices), (SEED_AXIS,)) if shard else None
         self.sharding = NamedSharding(self.mesh, P(SEED_AXIS)) if shard else None
@@ -140,7 +167,10 @@ class SeedLayout:
             return jax.jit(mapped)
         axes = in_axes if isinstance(in_axes, tuple) else (in_axes,)
         specs = tuple(P() if axis is None else P(SEED_AXIS) for axis in axes)
-        return jax.jit(jax.shard_map(mapped, mesh=self.mesh, in_specs=specs, out_specs=P(SEED_AXIS)))
+        # No collective runs inside (each seed is its own program), so JAX's tracking of which
+        # values vary across devices has nothing to check; it would reject the scans whose carry
+        # starts as a constant (an environment's reset) and becomes per-seed.
+        return jax.jit(jax.shard_map(mapped, mesh=self.mesh, in_specs=specs, out_specs=P(SEED_AXIS), check_vma=False))
 
     def put(self, tree):
         """Arrays holding every seed, the same on every process -> arrays laid out over the seed axis."""
@@ -149,9 +179,7 @@ class SeedLayout:
 
         def place(leaf):
             if _is_key(leaf):
-                data = place(np.asarray(jax.random.key_data(leaf)))
-                impl = jax.random.key_impl(leaf)
-                return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=self.sharding)(data)
+                return self._wrap(place(np.asarray(jax.random.key_data(leaf))), jax.random.key_impl(leaf))
             host = np.asarray(leaf)
             if host.shape[:1] != (self.seeds,):
                 raise ValueError(f"an array of shape {host.shape} lacks the leading seed axis of {self.seeds} seeds")
@@ -159,44 +187,48 @@ class SeedLayout:
 
         return jax.tree.map(place, tree)
 
-    def gather(self, tree):
-        """The whole seed axis, readable by this process (a collective: every process calls it).
+    def _wrap(self, data, impl):
+        return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=self.sharding)(data)
 
-        One process: the arrays themselves. Several: process-local copies (numpy arrays; typed
-        keys as keys on this process's first device).
+    def to_host(self, tree):
+        """The whole seed axis, readable here (with several processes a collective every process calls).
+
+        One process: the arrays themselves (what a checkpoint saves and restores in place).
+        Several: numpy arrays on every process, typed keys as their key data; :meth:`from_host`
+        undoes it.
         """
         if jax.process_count() == 1:
             return tree
-        leaves, treedef = jax.tree.flatten(tree)
-        impls = [jax.random.key_impl(leaf) if _is_key(leaf) else None for leaf in leaves]
-        data = [jax.random.key_data(leaf) if impl is not None else leaf for leaf, impl in zip(leaves, impls)]
-        gathered = multihost_utils.process_allgather(data, tiled=True)
-        local = jax.local_devices()[0]
-        out = [
-            jax.device_put(jax.random.wrap_key_data(g, impl=impl), local) if impl is not None else np.asarray(g)
-            for g, impl in zip(gathered, impls)
-        ]
-        return jax.tree.unflatten(treedef, out)
+        barrier("gather")
+        data = jax.tree.map(lambda leaf: jax.random.key_data(leaf) if _is_key(leaf) else leaf, tree)
+        return jax.tree.map(np.asarray, multihost_utils.process_allgather(data, tiled=True))
+
+    def from_host(self, host_tree, like):
+        """:meth:`to_host`'s output back in the run's layout; ``like`` (a state in that layout) says
+        which leaves are typed keys."""
+        if jax.process_count() == 1:
+            return host_tree
+        return jax.tree.map(
+            lambda host, leaf: self._wrap(self.put(host), jax.random.key_impl(leaf)) if _is_key(leaf) else self.put(host),
+            host_tree, like,
+        )
 
     def host_values(self, tree):
-        """:meth:`gather`, as numpy arrays."""
-        return jax.tree.map(np.asarray, self.gather(tree))
+        """Numpy copies of every seed's values (a collective with several processes)."""
+        return jax.tree.map(np.asarray, self.to_host(tree))
 
 
 def broadcast_from_primary(tree):
-    """Process 0's ``tree`` on every process (a collective); each process passes arrays of the same
-    shapes and dtypes. Exact for every dtype: the bytes travel, not the values."""
+    """Process 0's numpy ``tree`` on every process (a collective); each process passes arrays of
+    the same shapes and dtypes. Exact for every dtype: the bytes travel, not the values."""
     if jax.process_count() == 1:
         return tree
+    barrier("broadcast")
     leaves, treedef = jax.tree.flatten(tree)
-    impls = [jax.random.key_impl(leaf) if _is_key(leaf) else None for leaf in leaves]
-    hosts = [np.asarray(jax.random.key_data(leaf) if impl is not None else leaf) for leaf, impl in zip(leaves, impls)]
+    hosts = [np.asarray(leaf) for leaf in leaves]
     as_bytes = [np.ascontiguousarray(h).reshape(-1).view(np.uint8) for h in hosts]
     received = multihost_utils.broadcast_one_to_all(as_bytes)
-    out = []
-    for raw, host, impl in zip(received, hosts, impls):
-        value = np.asarray(raw, np.uint8).view(host.dtype).reshape(host.shape)
-        out.append(jax.random.wrap_key_data(value, impl=impl) if impl is not None else value)
+    out = [np.asarray(raw, np.uint8).view(host.dtype).reshape(host.shape) for raw, host in zip(received, hosts)]
     return jax.tree.unflatten(treedef, out)
 
 

@@ -309,7 +309,7 @@ def _resume_point(config: MinAtarConfig, runner: Runner, checkpointer: Checkpoin
     each places its own seeds on its devices. The rows are process 0's only.
     """
     layout = runner.layout
-    host_like = layout.gather(state)
+    host_like = layout.to_host(state)
     restored = checkpointer.restore_latest(host_like, say=_say) if checkpointer is not None else None
     found = broadcast_from_primary(np.asarray(restored is not None))
     if not bool(found):
@@ -323,9 +323,8 @@ def _resume_point(config: MinAtarConfig, runner: Runner, checkpointer: Checkpoin
         host_state, next_chunk, rows = host_like, 0, []
     next_chunk = int(broadcast_from_primary(np.asarray(next_chunk, np.int64)))
     if jax.process_count() > 1:
-        state = layout.put(broadcast_from_primary(host_state))
-    else:
-        state = host_state  # restored straight into the run's own layout
+        host_state = broadcast_from_primary(jax.tree.map(np.asarray, host_state))
+    state = layout.from_host(host_state, state)  # one process: restored straight into the run's layout
     if is_primary():
         print(f"resuming {config.run_dir()} at chunk {next_chunk}/{len(runner.plan)}")
     return state, next_chunk, rows
@@ -377,7 +376,7 @@ def run(config: MinAtarConfig) -> dict:
         if primary:
             _write_metrics(run_dir / "metrics.csv", rows, index + 1)
         if config.checkpoint_every and ((index + 1) % config.checkpoint_every == 0 or index + 1 == len(runner.plan)):
-            host_state = runner.layout.gather(state)  # a collective: every process takes part
+            host_state = runner.layout.to_host(state)  # a collective: every process takes part
             if checkpointer is not None:
                 checkpointer.save(index + 1, host_state, {"next_chunk": index + 1, "rows": rows})
     bar.close()
