@@ -479,16 +479,19 @@ def _load_run(path: Path):
 
 
 def _group_labels(configs: dict[str, dict]) -> dict[str, str]:
-    """A label per group: its algorithm, plus every user setting in which the groups differ."""
-    names = sorted({name for flat in configs.values() for name in flat})
-    differing = [n for n in names if len({repr(flat.get(n)) for flat in configs.values()}) > 1]
-    shown = [n for n in differing if n.startswith("cli.") and n not in ("cli.algo", "cli.game")]
-    if not shown:  # groups that differ only in derived fields: name those
-        shown = [n for n in differing if not n.startswith(("agent.algorithm", "cli.algo", "cli.game"))]
+    """A label per group: its algorithm, plus every user setting in which the groups of the same
+    game differ (what the game itself sets, e.g. its episode limit, never names a curve)."""
     labels = {}
-    for key, flat in configs.items():
-        extra = ", ".join(f"{n.removeprefix('cli.')}={flat.get(n)}" for n in shown)
-        labels[key] = flat["cli.algo"] + (f" ({extra})" if extra else "")
+    for game in {flat.get("cli.game") for flat in configs.values()}:
+        same_game = {key: flat for key, flat in configs.items() if flat.get("cli.game") == game}
+        names = sorted({name for flat in same_game.values() for name in flat})
+        differing = [n for n in names if len({repr(flat.get(n)) for flat in same_game.values()}) > 1]
+        shown = [n for n in differing if n.startswith("cli.") and n not in ("cli.algo", "cli.game")]
+        if not shown:  # groups that differ only in derived fields: name those
+            shown = [n for n in differing if not n.startswith(("agent.algorithm", "cli.algo", "cli.game"))]
+        for key, flat in same_game.items():
+            extra = ", ".join(f"{n.removeprefix('cli.')}={flat.get(n)}" for n in shown)
+            labels[key] = flat["cli.algo"] + (f" ({extra})" if extra else "")
     return labels
 
 
