@@ -116,10 +116,18 @@ class Checkpointer:
         self._ocp = ocp
         self.keep = keep
         self.directory = Path(directory).resolve()
-        # Deletion is ours (after the new step is committed), so orbax keeps everything.
+        # Deletion is ours (after the new step is committed), so orbax keeps everything. In a
+        # multi-process run only the process that makes the Checkpointer writes (process 0, with
+        # the state gathered from every process), so orbax synchronises with no other process.
+        alone = {}
+        if jax.process_count() > 1:
+            here = jax.process_index()
+            self.directory.mkdir(parents=True, exist_ok=True)  # orbax will not create it for a subset
+            alone = dict(create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=here, active_processes={here}))
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=None, enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(max_to_keep=None, enable_async_checkpointing=False, **alone),
         )
 
     def steps(self) -> list[int]:

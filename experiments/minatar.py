@@ -28,6 +28,15 @@ from agents.dqn import ALGORITHMS, AlgorithmName, DQNAgent, DQNConfig, get_algor
 from envs.minatar import GAMES, PROTOCOLS, make
 from experiments import stats
 from experiments.checkpoint import Checkpointer, pause_point
+from experiments.distributed import (
+    Cluster,
+    SeedLayout,
+    agree,
+    broadcast_from_primary,
+    cluster_from,
+    initialize,
+    is_primary,
+)
 from experiments.plotting import figure, plot_lines
 from experiments.results import (
     RunDir,
@@ -41,11 +50,29 @@ from experiments.results import (
 )
 
 CHUNK_METRICS = ("loss", "q_taken", "variance_loss", "weight_mean", "weight_min", "weight_max", "scale", "epsilon")
-MUTABLE_ON_RESUME = ("cli.resume", "cli.progress", "cli.overwrite", "cli.checkpoint_every", "cli.out")
-"""Config fields a resume may change: none of them changes what is computed."""
+MUTABLE_ON_RESUME = (
+    "cli.resume", "cli.progress", "cli.overwrite", "cli.checkpoint_every", "cli.out",
+    "cli.shard", "cli.coordinator_address", "cli.num_processes", "cli.process_id",
+)
+"""Config fields a resume may change: none of them changes what is computed (where the seeds
+run, on how many devices and hosts, does not)."""
 SEED_FIELDS = ("cli.seed", "cli.seeds", "cli.prng")
 """Config fields that choose seeds; a report pools runs that differ only in these."""
 MAX_STEPS = 2**31 - 1
+OFFICIAL_10M_RETURNS = {
+    "asterix": {"dqn": 20.0, "dqn+dvw": 30.0, "mdqn": 42.0, "mdqn+dvw": 42.0},
+    "breakout": {"dqn": 37.0, "dqn+dvw": 50.0, "mdqn": 62.0, "mdqn+dvw": 80.0},
+    "freeway": {"dqn": 58.0, "dqn+dvw": 58.0, "mdqn": 62.0, "mdqn+dvw": 62.0},
+    "seaquest": {"dqn": 27.0, "dqn+dvw": 48.0, "mdqn": 89.0, "mdqn+dvw": 87.0},
+    "space_invaders": {"dqn": 125.0, "dqn+dvw": 155.0, "mdqn": 185.0, "mdqn+dvw": 257.0},
+}
+"""Greedy evaluation returns after 10M environment steps (5 seeds) of Kitamura, Kozuno, Tang,
+Vieillard, Valko, Yang, Chen, Munos, Pietquin, Geist, Szepesvari, Kumagai, Nishikawa, Grill,
+Sakakibara (2023), "Regularization and Variance-Weighted Regression Achieves Minimax Optimality
+in Linear MDPs: Theory and Practice", ICML 2023, arXiv 2305.13185, Sec. 7.3 (MinAtar): read off
+the learning curves published with the paper's official code (rolling mean over 50 episodes),
+so approximate (a few percent; Breakout M-DQN+DVW is noisy; Space Invaders M-DQN+DVW lies
+between 250 and 265)."""
 """The agent counts environment steps in int32."""
 
 
@@ -81,6 +108,16 @@ class MinAtarConfig:
     overwrite: bool = False
     """Replace the run already in the run folder (otherwise such a folder is refused)."""
     progress: bool = True
+    shard: bool = False
+    """Shard the seed axis over every device (of every process) with jax.sharding; --seeds must
+    be a multiple of the device count. Same metrics as the unsharded run."""
+    coordinator_address: str | None = None
+    """Multi-host: host:port of process 0 for jax.distributed.initialize (default
+    $JAX_COORDINATOR_ADDRESS); each process runs the same command with its own --process-id."""
+    num_processes: int | None = None
+    """Multi-host: number of processes (default $JAX_NUM_PROCESSES)."""
+    process_id: int | None = None
+    """Multi-host: this process's index, 0 writes results and checkpoints (default $JAX_PROCESS_ID)."""
 
     def __post_init__(self):
         get_algorithm(self.algo)
@@ -107,6 +144,13 @@ class MinAtarConfig:
             )
         if self.resume and not self.checkpoint_every:
             raise ValueError("--resume needs checkpoints: set --checkpoint-every to 1 or more")
+        cluster = self.cluster()
+        if cluster is not None and cluster.num_processes > 1 and not self.shard:
+            raise ValueError("a multi-process run shards its seeds over every process's devices: pass --shard")
+
+    def cluster(self) -> Cluster | None:
+        """The multi-process cluster named by the flags or the environment (None: one process)."""
+        return cluster_from(self.coordinator_address, self.num_processes, self.process_id)
 
     @property
     def algorithm(self) -> str:
@@ -158,43 +202,52 @@ def available_memory() -> tuple[int, str]:
 ROW_BYTES = 400
 
 
-def check_memory(config: MinAtarConfig, agent: DQNAgent) -> int:
+def check_memory(config: MinAtarConfig, agent: DQNAgent, layout: SeedLayout | None = None) -> int:
     """Refuse, before anything is allocated, a run whose state would not fit in memory.
 
     The training state of every seed (replay buffer, networks, optimiser) is measured from its
     abstract shapes and counted twice (XLA keeps the input and the output of a chunk); the
-    metrics rows grow with the number of chunks. Returns the estimate in bytes.
+    metrics rows grow with the number of chunks. A sharded run counts the seeds that share one
+    memory: one accelerator's, or one host's for CPU devices; with several processes, process
+    0 also holds a gathered copy of the whole state for each checkpoint. Returns the estimate
+    in bytes.
     """
     state = jax.eval_shape(agent.init, jax.random.key(0, impl=config.prng))
     per_seed = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
     chunks = num_chunks(agent.config, config.eval_every)
     rows = chunks * (config.seeds * (len(CHUNK_METRICS) + 4) + 1)
-    needed = 2 * config.seeds * per_seed + rows * ROW_BYTES
+    seeds_here = config.seeds
+    if layout is not None and layout.shard:
+        on_cpu = layout.devices[0].platform == "cpu"
+        seeds_here = layout.seeds_per_device * (jax.local_device_count() if on_cpu else 1)
+    needed = 2 * seeds_here * per_seed + rows * ROW_BYTES
+    if jax.process_count() > 1 and config.checkpoint_every:
+        needed += config.seeds * per_seed
     have, what = available_memory()
     if needed > have:
         gib = 2**30
         raise ValueError(
-            f"the run needs about {needed / gib:.3g} GiB ({config.seeds} seeds x {2 * per_seed / gib:.3g} GiB of "
+            f"the run needs about {needed / gib:.3g} GiB ({seeds_here} seeds x {2 * per_seed / gib:.3g} GiB of "
             f"training state, {rows} metrics rows over {chunks} chunks), more than the {have / gib:.3g} GiB of "
-            f"{what}; lower --seeds, --agent.buffer-size or --steps, or raise --eval-every"
+            f"{what}; lower --seeds, --agent.buffer-size or --steps, raise --eval-every, or shard over more devices"
         )
     return needed
 
 
 class Runner:
-    """The chunked training loop of one run (all seeds vmapped)."""
+    """The chunked training loop of one run (all seeds vmapped; sharded over devices with --shard)."""
 
     def __init__(self, config: MinAtarConfig):
         self.config = config
         self.agent_config = config.agent_config()
         self.env = make(config.game, config.protocol)
         self.agent = DQNAgent(self.agent_config, self.env)
-        check_memory(config, self.agent)
+        self.layout = SeedLayout(config.seeds, config.shard)
+        check_memory(config, self.agent, self.layout)
         self.plan = chunk_plan(self.agent_config, config.eval_every)
         agent = self.agent
-        self._init = jax.jit(jax.vmap(lambda k: agent.warmup(agent.init(k))))
-        self._chunk = jax.jit(jax.vmap(agent.train_chunk, in_axes=(0, None)), static_argnums=1)
-        self._evaluate = jax.jit(jax.vmap(agent.evaluate, in_axes=(0, 0)))
+        self._init = self.layout.map(lambda k: agent.warmup(agent.init(k)))
+        self._evaluate = self.layout.map(agent.evaluate, in_axes=(0, 0))
         self._compiled = {}
 
     def keys(self):
@@ -204,36 +257,49 @@ class Runner:
 
     def initial_state(self):
         train_keys, _ = self.keys()
-        return self._init(train_keys)
+        return self._init(self.layout.put(train_keys))
+
+    def _chunk_program(self, state, periods: int):
+        """The compiled chunk of ``periods`` target periods (compiled outside the timed region)."""
+        if periods not in self._compiled:
+            agent = self.agent
+            program = self.layout.map(lambda s: agent.train_chunk(s, periods))
+            self._compiled[periods] = program.lower(state).compile()
+        return self._compiled[periods]
 
     def run_chunk(self, state, index: int):
-        """Train chunk ``index``, evaluate, and return ``(state, rows)`` of tidy metrics."""
+        """Train chunk ``index``, evaluate, and return ``(state, rows)`` of tidy metrics.
+
+        Every process calls it (the metrics are gathered from every device); the rows are the
+        same on every process, and only process 0 writes them.
+        """
         _, eval_keys = self.keys()
         periods = self.plan[index]
-        if periods not in self._compiled:  # compile outside the timed region
-            self._compiled[periods] = self._chunk.lower(state, periods).compile()
+        program = self._chunk_program(state, periods)
         started = time.perf_counter()
-        state, chunk_stats = self._compiled[periods](state)
+        state, chunk_stats = program(state)
         jax.block_until_ready(state.step)
         seconds = time.perf_counter() - started
         chunk_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, index)
-        returns, lengths, finished = self._evaluate(state.params, chunk_keys)
-        step = int(np.asarray(state.step)[0])
+        returns, lengths, finished = self._evaluate(state.params, self.layout.put(chunk_keys))
+        steps, returns, lengths, finished, chunk_stats = self.layout.host_values(
+            (state.step, returns, lengths, finished, chunk_stats)
+        )
+        step = int(steps[0])
         rows = []
         algorithm = self.config.algo
-        returns, lengths = np.asarray(returns), np.asarray(lengths)
         for seed in range(self.config.seeds):
             def add(metric, value, seed=seed):
                 rows.append({"variant": algorithm, "seed": seed, "step": step, "metric": metric, "value": float(value)})
 
             add("eval_return", returns[seed].mean())
             add("eval_length", lengths[seed].mean())
-            add("eval_finished", np.asarray(finished)[seed].mean())
-            episodes = int(np.asarray(chunk_stats.episodes)[seed])
+            add("eval_finished", finished[seed].mean())
+            episodes = int(chunk_stats.episodes[seed])
             if episodes:
-                add("train_return", float(np.asarray(chunk_stats.episode_return_sum)[seed]) / episodes)
+                add("train_return", float(chunk_stats.episode_return_sum[seed]) / episodes)
             for name in CHUNK_METRICS:
-                add(name, np.asarray(getattr(chunk_stats, name))[seed])
+                add(name, getattr(chunk_stats, name)[seed])
         steps_done = self.plan[index] * self.agent_config.target_period * self.config.seeds
         rows.append({"variant": algorithm, "seed": -1, "step": step, "metric": "sps_aggregate", "value": steps_done / seconds})
         return state, rows
@@ -250,29 +316,61 @@ def _write_metrics(path: Path, rows: list[dict], chunk: int) -> None:
         pause_point("metrics-write", chunk)
 
 
-def _resume_point(config: MinAtarConfig, runner: Runner, checkpointer: Checkpointer, state):
-    """``(state, next chunk, rows)`` from the newest complete checkpoint, or the start, saying which."""
-    restored = checkpointer.restore_latest(state, say=_say)
-    if restored is None:
-        _say(f"{config.run_dir()} has no complete checkpoint; starting it from the beginning")
+def _resume_point(config: MinAtarConfig, runner: Runner, checkpointer: Checkpointer | None, state):
+    """``(state, next chunk, rows)`` from the newest complete checkpoint, or the start, saying which.
+
+    Process 0 reads the checkpoint (into the gathered layout) and sends it to every process;
+    each places its own seeds on its devices. The rows are process 0's only.
+    """
+    layout = runner.layout
+    host_like = layout.to_host(state)
+    restored = checkpointer.restore_latest(host_like, say=_say) if checkpointer is not None else None
+    found = broadcast_from_primary(np.asarray(restored is not None))
+    if not bool(found):
+        if is_primary():
+            _say(f"{config.run_dir()} has no complete checkpoint; starting it from the beginning")
         return state, 0, []
-    _, state, extra = restored
-    print(f"resuming {config.run_dir()} at chunk {extra['next_chunk']}/{len(runner.plan)}")
-    return state, extra["next_chunk"], extra["rows"]
+    if restored is not None:
+        _, host_state, extra = restored
+        next_chunk, rows = extra["next_chunk"], extra["rows"]
+    else:  # another process: process 0 sends the state
+        host_state, next_chunk, rows = host_like, 0, []
+    next_chunk = int(broadcast_from_primary(np.asarray(next_chunk, np.int64)))
+    if jax.process_count() > 1:
+        host_state = broadcast_from_primary(jax.tree.map(np.asarray, host_state))
+    state = layout.from_host(host_state, state)  # one process: restored straight into the run's layout
+    if is_primary():
+        print(f"resuming {config.run_dir()} at chunk {next_chunk}/{len(runner.plan)}")
+    return state, next_chunk, rows
+
+
+def _open_run_dir(config: MinAtarConfig, payload: dict) -> None:
+    """Process 0 creates (or checks, on --resume) the run folder; every process learns the outcome."""
+    run_dir = config.run_dir()
+    ok = False
+    try:
+        if is_primary():
+            try:
+                RunDir(run_dir, payload, overwrite=config.overwrite, resume=config.resume, mutable=MUTABLE_ON_RESUME)
+            except RunExistsError as error:
+                if (run_dir / "checkpoints").exists():
+                    raise RunExistsError(f"{error}; or pass --resume to continue it") from None
+                raise
+        ok = True
+    finally:
+        agree(ok, f"open the run folder {run_dir}")
 
 
 def run(config: MinAtarConfig) -> dict:
+    """Train one run; with several processes every process calls it and process 0 writes the results."""
+    initialize(config.cluster())
     runner = Runner(config)
     run_dir = config.run_dir()
     agent_config = runner.agent_config
+    primary = is_primary()
     payload = {"cli": config, "agent": agent_config, "protocol": runner.env.describe(), "chunks": runner.plan}
-    try:
-        RunDir(run_dir, payload, overwrite=config.overwrite, resume=config.resume, mutable=MUTABLE_ON_RESUME)
-    except RunExistsError as error:
-        if (run_dir / "checkpoints").exists():
-            raise RunExistsError(f"{error}; or pass --resume to continue it") from None
-        raise
-    checkpointer = Checkpointer(run_dir / "checkpoints") if config.checkpoint_every else None
+    _open_run_dir(config, payload)
+    checkpointer = Checkpointer(run_dir / "checkpoints") if config.checkpoint_every and primary else None
     state, start_chunk, rows = runner.initial_state(), 0, []
     if config.resume:
         state, start_chunk, rows = _resume_point(config, runner, checkpointer, state)
@@ -280,7 +378,7 @@ def run(config: MinAtarConfig) -> dict:
     total_steps = sum(runner.plan) * agent_config.target_period + agent_config.learning_starts
     done_steps = sum(runner.plan[:start_chunk]) * agent_config.target_period + agent_config.learning_starts
     bar = tqdm(total=total_steps, initial=done_steps, unit="step", desc=f"{config.game} {config.algo}",
-               disable=not config.progress, unit_scale=True)
+               disable=not (config.progress and primary), unit_scale=True)
     for index in range(start_chunk, len(runner.plan)):
         state, chunk_rows = runner.run_chunk(state, index)
         pause_point("chunk", index + 1)
@@ -289,12 +387,17 @@ def run(config: MinAtarConfig) -> dict:
         latest = {r["metric"]: r["value"] for r in chunk_rows if r["seed"] in (0, -1)}
         bar.set_postfix(eval_return=f"{np.mean([r['value'] for r in chunk_rows if r['metric'] == 'eval_return']):.2f}",
                         sps=f"{latest['sps_aggregate']:.0f}")
-        _write_metrics(run_dir / "metrics.csv", rows, index + 1)
-        if checkpointer is not None and ((index + 1) % config.checkpoint_every == 0 or index + 1 == len(runner.plan)):
-            checkpointer.save(index + 1, state, {"next_chunk": index + 1, "rows": rows})
+        if primary:
+            _write_metrics(run_dir / "metrics.csv", rows, index + 1)
+        if config.checkpoint_every and ((index + 1) % config.checkpoint_every == 0 or index + 1 == len(runner.plan)):
+            host_state = runner.layout.to_host(state)  # a collective: every process takes part
+            if checkpointer is not None:
+                checkpointer.save(index + 1, host_state, {"next_chunk": index + 1, "rows": rows})
     bar.close()
     if checkpointer is not None:
         checkpointer.close()
+    if not primary:
+        return {}
     return _finish(config, runner, run_dir, rows)
 
 
@@ -320,6 +423,7 @@ def _finish(config: MinAtarConfig, runner: Runner, run_dir: Path, rows: list[dic
         "final_eval_return_per_seed": final.tolist(),
         "final_eval_return_ci95": list(stats.interval(final, kind="normal")),
         "sps_aggregate_median": float(np.median(sps)) if len(sps) else None,
+        "layout": runner.layout.describe(),
     }
     write_json(run_dir / "summary.json", summary)
     print(format_table([{k: summary[k] for k in ("game", "algorithm", "seeds", "final_step", "final_eval_return_mean")}]))
@@ -344,6 +448,8 @@ class MinAtarReportConfig:
     """Output folder (never a run folder)."""
     overwrite: bool = False
     """Replace an earlier report in the output folder."""
+    official: bool = True
+    """Draw the paper's 10M-step returns (dashed, per algorithm) beside the curves and tabulate them."""
 
 
 REPORT_FILES = ("eval_returns.csv", "summary.json", "minatar_report.png")
@@ -373,16 +479,19 @@ def _load_run(path: Path):
 
 
 def _group_labels(configs: dict[str, dict]) -> dict[str, str]:
-    """A label per group: its algorithm, plus every user setting in which the groups differ."""
-    names = sorted({name for flat in configs.values() for name in flat})
-    differing = [n for n in names if len({repr(flat.get(n)) for flat in configs.values()}) > 1]
-    shown = [n for n in differing if n.startswith("cli.") and n not in ("cli.algo", "cli.game")]
-    if not shown:  # groups that differ only in derived fields: name those
-        shown = [n for n in differing if not n.startswith(("agent.algorithm", "cli.algo", "cli.game"))]
+    """A label per group: its algorithm, plus every user setting in which the groups of the same
+    game differ (what the game itself sets, e.g. its episode limit, never names a curve)."""
     labels = {}
-    for key, flat in configs.items():
-        extra = ", ".join(f"{n.removeprefix('cli.')}={flat.get(n)}" for n in shown)
-        labels[key] = flat["cli.algo"] + (f" ({extra})" if extra else "")
+    for game in {flat.get("cli.game") for flat in configs.values()}:
+        same_game = {key: flat for key, flat in configs.items() if flat.get("cli.game") == game}
+        names = sorted({name for flat in same_game.values() for name in flat})
+        differing = [n for n in names if len({repr(flat.get(n)) for flat in same_game.values()}) > 1]
+        shown = [n for n in differing if n.startswith("cli.") and n not in ("cli.algo", "cli.game")]
+        if not shown:  # groups that differ only in derived fields: name those
+            shown = [n for n in differing if not n.startswith(("agent.algorithm", "cli.algo", "cli.game"))]
+        for key, flat in same_game.items():
+            extra = ", ".join(f"{n.removeprefix('cli.')}={flat.get(n)}" for n in shown)
+            labels[key] = flat["cli.algo"] + (f" ({extra})" if extra else "")
     return labels
 
 
@@ -427,12 +536,19 @@ def report(config: MinAtarReportConfig) -> dict:
     order = sorted(labels.values(), key=lambda label: (list(ALGORITHMS).index(label.split(" ")[0]), label))
     write_tidy_csv(out / "eval_returns.csv", data.drop(columns=["group"]).to_dict("records"))
     games = sorted(data.game.unique())
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
     with figure(out / "minatar_report.png", 1, len(games), figsize=(5 * len(games), 3.8), squeeze=False) as (_, axes):
         for ax, game in zip(axes[0], games):
             panel = data[data.game == game]
             sns.lineplot(data=panel, x="step", y="value", hue="algorithm",
-                         hue_order=[o for o in order if o in set(panel.algorithm)],
+                         hue_order=[o for o in order if o in set(panel.algorithm)], palette=palette,
                          errorbar=("ci", 95), ax=ax, seed=0, n_boot=300)
+            for label in sorted(set(panel.algorithm)) if config.official else ():
+                official = OFFICIAL_10M_RETURNS.get(game, {}).get(label.split(" ")[0])
+                if official is not None:
+                    ax.axhline(official, color=palette[label], linestyle="--", linewidth=1)
+            if config.official:
+                ax.text(0.01, 0.99, "dashed: paper, 10M steps", transform=ax.transAxes, va="top", fontsize=7)
             ax.set_title(game)
             ax.set_xlabel("environment steps")
             ax.set_ylabel("greedy evaluation return")
@@ -440,9 +556,11 @@ def report(config: MinAtarReportConfig) -> dict:
     for (game, label), group in data.groupby(["game", "algorithm"]):
         last = group[group.step == group.step.max()].value.to_numpy()
         table.append({"game": game, "algorithm": label, "step": int(group.step.max()), "seeds": len(last),
-                      "final_return": float(last.mean()), "ci95": list(stats.interval(last, kind="normal"))})
+                      "final_return": float(last.mean()), "ci95": list(stats.interval(last, kind="normal")),
+                      "paper_10M": OFFICIAL_10M_RETURNS.get(game, {}).get(label.split(" ")[0])})
     write_json(out / "summary.json", table)
-    print(format_table([{k: r[k] for k in ("game", "algorithm", "step", "seeds", "final_return")} for r in table]))
+    columns = ("game", "algorithm", "step", "seeds", "final_return") + (("paper_10M",) if config.official else ())
+    print(format_table([{k: r[k] for k in columns} for r in table]))
     print(f"report in {out}")
     return {"runs": [str(r) for r in runs], "table": table}
 

@@ -294,7 +294,9 @@ def test_resume_with_a_changed_flag_is_refused_with_the_differing_fields(referen
 def test_resume_may_change_only_the_named_mutable_fields(reference, tmp_path, capsys):
     from experiments.minatar import MUTABLE_ON_RESUME
 
-    assert set(MUTABLE_ON_RESUME) == {"cli.resume", "cli.progress", "cli.overwrite", "cli.checkpoint_every", "cli.out"}
+    assert set(MUTABLE_ON_RESUME) == {"cli.resume", "cli.progress", "cli.overwrite", "cli.checkpoint_every", "cli.out",
+                                      # where the seeds run (devices, hosts) changes no result
+                                      "cli.shard", "cli.coordinator_address", "cli.num_processes", "cli.process_id"}
     moved = tmp_path / "moved"  # a run folder moved elsewhere: --out differs from the saved one
     shutil.copytree(reference, moved)
     code, out, err = _cli(capsys, *RUN, "--checkpoint-every", "2", "--progress", "--out", str(moved), "--resume")
