@@ -93,7 +93,7 @@ def _paused_run(out: Path, point: str) -> subprocess.Popen:
 
 def _interrupt(process: subprocess.Popen, sig: int) -> str:
     process.send_signal(sig)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=900)
     if sig == signal.SIGINT:
         assert process.returncode == 130, err
         assert "Traceback" not in err and err.strip().splitlines()[-1] == "mdvi-lab minatar: interrupted", err
