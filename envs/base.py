@@ -57,19 +57,19 @@ class Environment(Generic[State, Params]):
 
     @property
     def default_params(self) -> Params:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define default_params (an abstract interface method)")
 
     def reset_env(self, key: jax.Array, params: Params) -> tuple[jax.Array, State]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement reset_env (an abstract interface method)")
 
     def step_env(
         self, key: jax.Array, state: State, action: jax.Array, params: Params
     ) -> tuple[jax.Array, State, jax.Array, jax.Array, jax.Array]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement step_env (an abstract interface method)")
 
     def max_episode_steps(self, params: Params) -> int:
         """An upper bound on an episode's length (evaluation loops stop there)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement max_episode_steps (an abstract interface method)")
 
     def reset(self, key: jax.Array, params: Params | None = None) -> tuple[jax.Array, EpisodeState]:
         params = self.default_params if params is None else params

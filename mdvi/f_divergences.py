@@ -77,7 +77,7 @@ class FDivergence(Divergence):
 
     def _domain(self) -> tuple[float, float, float]:
         """``(f'(0+), f'(+inf), f(0+))``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define its domain facts (abstract in FDivergence)")
 
     def f(self, u: Array) -> Array:
         """The generator ``f(u)``, ``u >= 0`` (``f(0)`` is its right limit)."""
