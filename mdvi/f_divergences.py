@@ -81,11 +81,11 @@ class FDivergence(Divergence):
 
     def f(self, u: Array) -> Array:
         """The generator ``f(u)``, ``u >= 0`` (``f(0)`` is its right limit)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define f (abstract in FDivergence)")
 
     def f_prime_of_log(self, log_u: Array) -> Array:
         """``f'(exp(log_u))``, accurate where ``exp(log_u)`` would overflow or underflow."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define f_prime_of_log (abstract in FDivergence)")
 
     def f_prime(self, u: Array) -> Array:
         """``f'(u)`` (``f'(0+)`` at ``u = 0``)."""
@@ -93,11 +93,11 @@ class FDivergence(Divergence):
 
     def f_prime_inverse(self, s: Array) -> Array:
         """``(f')^{-1}(s)`` for ``s`` inside the range ``(f_prime_zero, f_prime_sup)``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define f_prime_inverse (abstract in FDivergence)")
 
     def f_second(self, u: Array) -> Array:
         """``f''(u)`` for ``u > 0``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define f_second (abstract in FDivergence)")
 
     def curvature_weights(self, p: Array, log_p: Array, log_ref: Array) -> Array:
         """``w_j = r_j / f''(p_j / r_j)`` on ``p > 0`` (0 elsewhere): the implicit derivative's weights."""
