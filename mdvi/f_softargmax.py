@@ -18,20 +18,22 @@ Solution (KKT). With ``g = (f')^{-1}`` extended by ``g(s) = 0`` for ``s <= f'(0+
 If ``f'(0+) > -inf`` (the alpha family with alpha > 1, chi-squared) ``g`` vanishes below it and
 ``p`` has exact zeros (sparse outputs); otherwise ``p > 0`` on all of ``S``.
 
-A valid bracket. Let ``k = |S|``. Then
+A valid bracket. Let ``k = |S|``, ``m`` an index of the largest score over ``S`` and
+``r_max = max_{j in S} r_j``. Then
 
-    tau_lo = max_{j in S} [x_j - f'(1 / r_j)]         has phi(tau_lo) >= 1,
-    tau_hi = max_{j in S} [x_j - f'(1 / (k r_j))]     has phi(tau_hi) <= 1.
+    tau_lo = x_m - f'(1 / r_m)                        has phi(tau_lo) >= 1,
+    tau_hi = x_m - f'(1 / (k r_max))                  has phi(tau_hi) <= 1.
 
-Proof: at ``tau_lo`` the maximising index ``j`` contributes ``r_j g(f'(1 / r_j)) = 1`` and every
-other term is ``>= 0``. At ``tau_hi`` every ``j`` has ``x_j - tau_hi <= f'(1 / (k r_j))``, hence,
-``g`` being non-decreasing, ``r_j g(x_j - tau_hi) <= 1 / k``, and the ``k`` terms sum to at most 1.
-Both endpoints keep every argument ``x_j - tau`` below ``f'(1 / r_j) < f'(+inf)``, i.e. inside the
-range of ``f'`` where ``g`` is finite. The width is at most
-``W = max_{j in S} [f'(1 / r_j) - f'(1 / (k r_j))]``: it does not depend on ``x`` at all, so
-logit spreads of ``1e4`` cost no extra iterations. For the unit reference ``r = 1`` it is
-``W = f'(1) - f'(1 / k)``: ``log k`` for KL, ``(1 - k^(1 - alpha)) / (alpha - 1)`` for the alpha family
-(``2 (1 - k^-1/2) < 2`` at ``alpha = 1.5``), ``2 (1 - 1 / k)`` for chi-squared.
+Proof: at ``tau_lo`` the term ``m`` is ``r_m g(f'(1 / r_m)) = 1`` and every other term is ``>= 0``.
+At ``tau_hi`` every ``j`` has ``x_j - tau_hi <= f'(1 / (k r_max))``, hence, ``g`` being
+non-decreasing, ``r_j g(x_j - tau_hi) <= r_j / (k r_max) <= 1 / k``, and the ``k`` terms sum to at
+most 1. ``tau_lo <= tau_hi`` because ``1 / (k r_max) <= 1 / r_m`` and ``f'`` increases. Every
+argument ``x_j - tau`` with ``tau >= tau_lo`` stays below ``f'(1 / r_m) < f'(+inf)``, inside the
+range of ``f'`` where ``g`` is finite. The width ``W = f'(1 / r_m) - f'(1 / (k r_max))`` does not
+depend on the scores' spread, so logit spreads of ``1e4`` cost no extra iterations, and it costs
+two reductions of ``log r`` and no transcendental function per entry. For the unit reference it is
+``W = f'(1) - f'(1 / k)``: ``log k`` for KL, ``(1 - k^(1 - alpha)) / (alpha - 1)`` for the alpha
+family (``2 (1 - k^-1/2) < 2`` at ``alpha = 1.5``), ``2 (1 - 1 / k)`` for chi-squared.
 
 Iterations. Each bisection step halves the bracket, so ``n`` steps leave ``|tau - tau*| <= W 2^-n``.
 For an accuracy ``eps`` on ``tau`` (in the units of ``x``) the solver runs
@@ -70,6 +72,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 if TYPE_CHECKING:  # the divergences import this module; no import cycle at run time
     from mdvi.f_divergences import FDivergence
@@ -127,24 +130,66 @@ def _masses(div: FDivergence, shifted: Array, tau: Array, r: Array) -> Array:
     return r * inverse_derivative(div, shifted - tau)
 
 
-def bisection_bracket(div: FDivergence, shifted: Array, log_r: Array) -> tuple[Array, Array]:
-    """``(tau_lo, tau_hi)`` of the module docstring for shifted scores, each ``[..., 1]``."""
-    support = log_r > -jnp.inf
-    safe_log_r = jnp.where(support, log_r, 0.0)
-    log_k = jnp.log(jnp.sum(support, axis=-1, keepdims=True).astype(shifted.dtype))
-    # f'(1 / r_j) and f'(1 / (k r_j)) from the logarithm of their argument: no overflow of 1 / r.
-    lower = jnp.where(support, shifted - div.f_prime_of_log(-safe_log_r), -jnp.inf)
-    upper = jnp.where(support, shifted - div.f_prime_of_log(-safe_log_r - log_k), -jnp.inf)
-    tau_lo = jnp.max(lower, axis=-1, keepdims=True)
-    tau_hi = jnp.maximum(jnp.max(upper, axis=-1, keepdims=True), tau_lo)
+def _bracket(div: FDivergence, shifted_top: Array, log_r_top: Array, log_r_max: Array, log_k: Array):
+    # f'(1 / r_m) and f'(1 / (k r_max)) from the logarithm of their argument: no overflow of 1 / r.
+    tau_lo = shifted_top - div.f_prime_of_log(-log_r_top)
+    tau_hi = jnp.maximum(shifted_top - div.f_prime_of_log(-log_r_max - log_k), tau_lo)
     return tau_lo, tau_hi
 
 
-def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations) -> tuple[Array, Array]:
-    r = jnp.exp(log_r)  # hoisted out of the loop
-    tau_lo, tau_hi = bisection_bracket(div, shifted, log_r)
-    if num_iterations is None:
-        num_iterations = bisection_iterations(jnp.max(tau_hi - tau_lo), shifted.dtype)
+def _reference_extent(log_r: Array) -> tuple[Array, Array]:
+    """``(log r_max, log k)`` over the support, each ``[..., 1]``."""
+    support = log_r > -jnp.inf
+    log_k = jnp.log(jnp.sum(support, axis=-1, keepdims=True).astype(log_r.dtype))
+    return jnp.max(log_r, axis=-1, keepdims=True), log_k
+
+
+def _top_entry(shifted: Array, *others: Array) -> list[Array]:
+    """The largest score (``m`` of the module docstring) and the other arrays at its index, each ``[..., 1]``."""
+    top = jnp.argmax(shifted, axis=-1, keepdims=True)  # off-support scores are -inf
+    return [jnp.take_along_axis(v, top, axis=-1) for v in (shifted, *others)]
+
+
+def bisection_bracket(div: FDivergence, shifted: Array, log_r: Array) -> tuple[Array, Array]:
+    """``(tau_lo, tau_hi)`` of the module docstring for shifted scores, each ``[..., 1]``.
+
+    ``m`` is found by ``argmax`` and its score read back, not assumed to be 0: XLA may round the
+    same shifted scores differently in two fusions, and the proof holds for the value it reads.
+    """
+    return _bracket(div, *_top_entry(shifted, log_r), *_reference_extent(log_r))
+
+
+#: Candidate blocks: a row is cut into blocks of ``BLOCK`` consecutive entries and, when that is
+#: exact, only the ``CANDIDATE_BLOCKS`` blocks with the largest maxima are searched.
+BLOCK = 32
+CANDIDATE_BLOCKS = 128
+
+
+def _blocked(size: int) -> bool:
+    return size % BLOCK == 0 and size // BLOCK > CANDIDATE_BLOCKS
+
+
+def _block_candidates(scores: Array, *others: Array) -> list[Array]:
+    """``[block maxima, candidate scores, candidate others...]``: the entries of the kept blocks.
+
+    Every entry above a line ``l`` lies in a block whose maximum is above ``l``; if at most
+    ``CANDIDATE_BLOCKS`` block maxima of a row are above it, those blocks are all kept. Costs one
+    reduction over the rows and a ``top_k`` over ``size / BLOCK`` maxima.
+    """
+    lead, size = scores.shape[:-1], scores.shape[-1]
+    shape = lead + (size // BLOCK, BLOCK)
+    block_max = jnp.max(scores.reshape(shape), axis=-1)
+    _, kept = jax.lax.top_k(block_max, CANDIDATE_BLOCKS)
+
+    def gather(v):
+        kept_blocks = jnp.take_along_axis(v.reshape(shape), kept[..., None], axis=-2)
+        return kept_blocks.reshape(lead + (CANDIDATE_BLOCKS * BLOCK,))
+
+    return [block_max, gather(scores), *(gather(v) for v in others)]
+
+
+def _halvings(div: FDivergence, shifted: Array, r: Array, tau_lo: Array, tau_hi: Array, num_iterations):
+    """``num_iterations`` halvings of ``[tau_lo, tau_hi]`` on ``phi(tau) = sum_j r_j g(x_j - tau) = 1``."""
 
     def halve(_, bracket):
         lo, hi = bracket
@@ -156,7 +201,55 @@ def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations) -> t
     return jax.lax.fori_loop(0, num_iterations, halve, (tau_lo, tau_hi))
 
 
-def solve_threshold(div: FDivergence, x: Array, log_r: Array, num_iterations: int | None = None):
+#: Scores kept by the bisection of a sparse divergence (the largest ones) when that is exact.
+CANDIDATES = 128
+
+
+def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations, candidates: int | None = CANDIDATES):
+    """``(lo, hi, phi(hi))`` of the bisection's final bracket, each ``[..., 1]``, for shifted scores.
+
+    Candidate pruning (sparse divergences, ``f'(0+) > -inf``): ``x_j - tau <= f'(0+)`` makes
+    ``g(x_j - tau) = 0``, and every ``tau`` the bisection visits is ``>= tau_lo``, so a score with
+    ``x_j <= tau_lo + f'(0+)`` never carries mass. If the ``candidates``-th largest score of every
+    row passes that test, the halvings run on the ``candidates`` largest scores only and give the
+    same bracket as on the full rows (the pruned terms are exact zeros); otherwise they run on the
+    full rows. Rows of a multiple of ``BLOCK`` entries (and more than ``CANDIDATE_BLOCKS`` blocks)
+    keep the blocks with the largest maxima instead (:func:`_block_candidates`): cheaper than a
+    ``top_k`` over the rows. The tests count entries or blocks above the line (a reduction) rather
+    than read ``top_k``'s output: with the latter, XLA on CPU turned ``top_k`` into a full sort.
+    The bracket and the iteration count are those of the full problem either way.
+    """
+    r = jnp.exp(log_r)  # hoisted out of the loop
+    prune = div.sparse and candidates is not None and candidates < shifted.shape[-1]
+    if prune and _blocked(shifted.shape[-1]):
+        block_max, kept, kept_log_r = _block_candidates(shifted, log_r)
+        tau_lo, tau_hi = _bracket(div, *_top_entry(kept, kept_log_r), *_reference_extent(log_r))
+    else:
+        tau_lo, tau_hi = bisection_bracket(div, shifted, log_r)
+    if num_iterations is None:
+        num_iterations = bisection_iterations(jnp.max(tau_hi - tau_lo), shifted.dtype)
+
+    def solve(scores, weights):
+        lo, hi = _halvings(div, scores, weights, tau_lo, tau_hi, num_iterations)
+        return lo, hi, jnp.sum(_masses(div, scores, hi, weights), axis=-1, keepdims=True)
+
+    if not prune:
+        return solve(shifted, r)
+    line = tau_lo + div.f_prime_zero
+    if _blocked(shifted.shape[-1]):
+        exact = jnp.all(jnp.sum(block_max > line, axis=-1) <= CANDIDATE_BLOCKS)
+        candidate_scores, candidate_weights = kept, jnp.exp(kept_log_r)
+    else:
+        # At most `candidates` scores above the pruning line: all of them are among the top ones.
+        exact = jnp.all(jnp.sum(shifted > line, axis=-1) <= candidates)
+        candidate_scores, index = jax.lax.top_k(shifted, candidates)
+        candidate_weights = jnp.take_along_axis(r, index, axis=-1)
+    return jax.lax.cond(exact, lambda: solve(candidate_scores, candidate_weights), lambda: solve(shifted, r))
+
+
+def solve_threshold(
+    div: FDivergence, x: Array, log_r: Array, num_iterations: int | None = None, candidates: int | None = CANDIDATES
+):
     """Bisection on ``phi(tau) = 1`` for the unit-temperature problem.
 
     Args:
@@ -164,6 +257,7 @@ def solve_threshold(div: FDivergence, x: Array, log_r: Array, num_iterations: in
       x: scores ``[..., A]``.
       log_r: log reference ``[..., A]`` (``-inf`` outside the support; the support must be non-empty).
       num_iterations: halvings; ``None`` derives ``ceil(log2(W / eps))`` from the bracket.
+      candidates: largest scores kept when pruning is exact (sparse divergences; ``None``: never prune).
 
     Returns:
       ``(tau, tau_lo, tau_hi)``, each ``[..., 1]``, in the units of ``x`` (not shifted);
@@ -171,26 +265,29 @@ def solve_threshold(div: FDivergence, x: Array, log_r: Array, num_iterations: in
     """
     chex.assert_equal_shape([x, log_r])
     _, shifted, x_max = _support_shift(x, log_r)
-    lo, hi = _bisect(div, shifted, log_r, num_iterations)
+    lo, hi, _ = _bisect(div, shifted, log_r, num_iterations, candidates)
     return 0.5 * (lo + hi) + x_max, lo + x_max, hi + x_max
 
 
-def _normalised(masses: Array) -> tuple[Array, Array]:
-    total = jnp.sum(masses, axis=-1, keepdims=True)
+def _normalised(masses: Array, total: Array | None = None) -> tuple[Array, Array]:
+    """``(p, log p)`` from unnormalised masses; ``total`` is their row sum when already known."""
+    total = jnp.sum(masses, axis=-1, keepdims=True) if total is None else total
     p = masses / total
     log_p = jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
     return p, log_p
 
 
-def bisection_solution(div: FDivergence, x: Array, log_r: Array, num_iterations: int | None = None):
+def bisection_solution(
+    div: FDivergence, x: Array, log_r: Array, num_iterations: int | None = None, candidates: int | None = CANDIDATES
+):
     """``(p, log p)`` of the f-softargmax by bisection (no custom derivative; see :func:`f_softargmax`)."""
     _, shifted, _ = _support_shift(x, log_r)
-    _, hi = _bisect(div, shifted, log_r, num_iterations)
-    return _normalised(_masses(div, shifted, hi, jnp.exp(log_r)))
+    _, hi, total = _bisect(div, shifted, log_r, num_iterations, candidates)
+    return _normalised(_masses(div, shifted, hi, jnp.exp(log_r)), total)
 
 
 #: Largest entries examined first by the sort-based solution; a full sort only if the active set is larger.
-PARTIAL_SORT_SIZE = 64
+PARTIAL_SORT_SIZE = 128
 
 
 def _active_threshold(c_sorted: Array, r_sorted: Array, power: int) -> tuple[Array, Array]:
@@ -215,6 +312,23 @@ def _active_threshold(c_sorted: Array, r_sorted: Array, power: int) -> tuple[Arr
     return count, jnp.take_along_axis(c_sorted, jnp.maximum(count - 1, 0), axis=-1)
 
 
+def _sorted_threshold(c_sorted: Array, r_sorted: Array, power: int) -> tuple[Array, Array, Array]:
+    """``(c_last, s, total)`` from descending ``c``: smallest active ``c``, threshold, sum of the masses."""
+    count, c_last = _active_threshold(c_sorted, r_sorted, power)
+    active = jnp.arange(c_sorted.shape[-1]) < count
+    c_active = jnp.where(active, c_sorted, 0.0)
+    r_active = jnp.where(active, r_sorted, 0.0)
+    total_r = jnp.sum(r_active, axis=-1, keepdims=True)
+    mean = jnp.sum(r_active * c_active, axis=-1, keepdims=True) / total_r
+    if power == 1:
+        threshold = mean - 1.0 / total_r
+    else:
+        spread = jnp.sum(r_active * (c_active - mean) ** 2, axis=-1, keepdims=True) / total_r
+        threshold = mean - jnp.sqrt(jnp.maximum(1.0 / total_r - spread, 0.0))
+    masses = r_active * jnp.maximum(c_active - threshold, 0.0) ** power
+    return c_last, threshold, jnp.sum(masses, axis=-1, keepdims=True)
+
+
 def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | None = PARTIAL_SORT_SIZE):
     """Exact alpha-divergence f-softargmax for ``alpha`` in {2, 1.5} and any reference, by sorting.
 
@@ -225,9 +339,12 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | N
     active set ``s`` solves a linear (alpha = 2) or quadratic (alpha = 1.5) equation. For the unit
     reference this is sparsemax (Martins & Astudillo 2016) and 1.5-entmax (Peters et al. 2019).
 
-    Sorting is slow on CPUs, so only the ``partial`` largest entries are sorted (``lax.top_k``);
-    if the criterion fails inside them the active set is complete, otherwise (some row's active set
-    has ``partial`` entries or more) the rows are sorted in full. ``partial=None`` always sorts fully.
+    Sorting is slow on CPUs, so only the ``partial`` largest entries are sorted (``lax.top_k``) when
+    that is exact: the term of the top entry ``m`` alone gives ``s >= c_m - r_m^-(alpha - 1)``, so
+    no entry with ``c_j <= c_m - r_m^-(alpha - 1)`` is active; if at most ``partial`` entries of every
+    row lie above that line, the threshold and the normalising total come from the sorted top
+    entries, otherwise from a full sort. ``partial=None`` always sorts fully. The solution itself
+    is then one elementwise pass over the rows.
     """
     if alpha not in (1.5, 2.0):
         raise ValueError(f"alpha must be 1.5 or 2 for the sort-based solution, got {alpha}")
@@ -238,27 +355,30 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | N
 
     def full_sort():
         neg_sorted, r_sorted = jax.lax.sort((-c, r), dimension=c.ndim - 1, num_keys=1)
-        return _active_threshold(-neg_sorted, r_sorted, power)[1]
+        return _sorted_threshold(-neg_sorted, r_sorted, power)
 
     if partial is None or partial >= c.shape[-1]:
-        c_last = full_sort()
+        c_last, threshold, total = full_sort()
     else:
-        c_top, index = jax.lax.top_k(c, partial)
-        count, c_last = _active_threshold(c_top, jnp.take_along_axis(r, index, axis=-1), power)
-        c_last = jax.lax.cond(jnp.all(count < partial), lambda: c_last, full_sort)
+        if _blocked(c.shape[-1]):
+            block_max, c_kept, r_kept, log_r_kept = _block_candidates(c, r, log_r)
+        else:
+            c_kept, r_kept, log_r_kept = c, r, log_r
+        c_m, log_r_m = _top_entry(c_kept, log_r_kept)  # read back, as in bisection_bracket
+        line = c_m - jnp.exp(-(alpha - 1.0) * log_r_m)  # c_m - r_m^-(alpha - 1)
+        exact = jnp.all(jnp.sum(c_kept > line, axis=-1) <= partial)  # a count: see _bisect on top_k
+        if _blocked(c.shape[-1]):
+            exact = exact & jnp.all(jnp.sum(block_max > line, axis=-1) <= CANDIDATE_BLOCKS)
+        c_top, index = jax.lax.top_k(c_kept, partial)  # outside the branch: inside it XLA sorted in full
+        r_top = jnp.take_along_axis(r_kept, index, axis=-1)
+
+        def top_entries():
+            return _sorted_threshold(c_top, r_top, power)
+
+        c_last, threshold, total = jax.lax.cond(exact, top_entries, full_sort)
     active = support & (c >= c_last)
-    c_active = jnp.where(active, c, 0.0)
-    r_active = jnp.where(active, r, 0.0)
-    total = jnp.sum(r_active, axis=-1, keepdims=True)
-    mean = jnp.sum(r_active * c_active, axis=-1, keepdims=True) / total
-    if power == 1:
-        threshold = mean - 1.0 / total
-        masses = jnp.where(active, r * jnp.maximum(c_active - threshold, 0.0), 0.0)
-    else:
-        spread = jnp.sum(r_active * (c_active - mean) ** 2, axis=-1, keepdims=True) / total
-        threshold = mean - jnp.sqrt(jnp.maximum(1.0 / total - spread, 0.0))
-        masses = jnp.where(active, r * jnp.maximum(c_active - threshold, 0.0) ** 2, 0.0)
-    return _normalised(masses)
+    masses = jnp.where(active, r * jnp.maximum(c - threshold, 0.0) ** power, 0.0)
+    return _normalised(masses, total)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,18 +407,22 @@ def f_softargmax(div: FDivergence, x: Array, log_r: Array) -> tuple[Array, Array
     return bisection_solution(div, x, log_r)
 
 
-@f_softargmax.defjvp
+@functools.partial(f_softargmax.defjvp, symbolic_zeros=True)
 def _f_softargmax_jvp(div, primals, tangents):
+    # symbolic zeros: the common case differentiates in x only, and a zero tangent of log_r would
+    # otherwise cost a pass over the rows
     x, log_r = primals
     dx, dlog_r = tangents
     p, log_p = f_softargmax(div, x, log_r)
-    support = log_r > -jnp.inf
-    dlog_r = jnp.where(support, dlog_r, 0.0)
-    dx = jnp.where(p > 0, dx, 0.0)
     w = div.curvature_weights(p, log_p, log_r)
-    p_dlog_r = p * dlog_r
-    dtau = (jnp.sum(w * dx, -1, keepdims=True) + jnp.sum(p_dlog_r, -1, keepdims=True)) / jnp.sum(w, -1, keepdims=True)
-    dp = w * (dx - dtau) + p_dlog_r
+    sum_w = jnp.sum(w, -1, keepdims=True)
+    dp = jnp.zeros_like(p)
+    if not isinstance(dx, SymbolicZero):
+        dx = jnp.where(p > 0, dx, 0.0)
+        dp = w * (dx - jnp.sum(w * dx, -1, keepdims=True) / sum_w)
+    if not isinstance(dlog_r, SymbolicZero):
+        p_dlog_r = p * jnp.where(log_r > -jnp.inf, dlog_r, 0.0)
+        dp = dp + p_dlog_r - w * (jnp.sum(p_dlog_r, -1, keepdims=True) / sum_w)
     dlog_p = jnp.where(p > 0, dp / jnp.where(p > 0, p, 1.0), 0.0)
     return (p, log_p), (dp, dlog_p)
 

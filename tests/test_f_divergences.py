@@ -588,3 +588,35 @@ def test_partial_sort_agrees_with_the_full_sort(x64, alpha):
         np.testing.assert_allclose(p_small_row, full[3:4], atol=1e-14)
     assert int(jnp.sum(full[1] > 0)) == int(jnp.sum(jnp.isfinite(log_ref[1])))
     assert int(jnp.sum(full[3] > 0)) < 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate pruning on long rows (the vocabulary-sized path)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["alpha:1.5", "alpha:2", "alpha:3", "chi2"])
+def test_pruned_solutions_on_long_rows_equal_the_unpruned_ones(x64, name):
+    """Rows of 8192 entries take the block-candidate path; rows where it is not exact fall back."""
+    actions = 8192
+    assert fs._blocked(actions)
+    x, log_ref = random_problem(jax.random.PRNGKey(5), rows=5, actions=actions)
+    x[0] *= 10.0  # a few large scores: pruning is exact
+    x[1] = 0.0  # every entry tied: every block is above the line, the full rows are searched
+    x[2, ::7] += 40.0  # many separated winners spread over all blocks
+    log_ref[3] = 0.0  # unit reference
+    x, log_ref = jnp.asarray(x), jnp.asarray(log_ref)
+    div = bisection(name)
+    unpruned, _ = fs.bisection_solution(div, x, log_ref, candidates=None)
+    for rows in (slice(0, 5), slice(0, 1), slice(3, 4)):  # with and without a row that forces the fallback
+        pruned, _ = fs.bisection_solution(div, x[rows], log_ref[rows])
+        np.testing.assert_allclose(pruned, unpruned[rows], atol=1e-12)
+        assert np.all(np.asarray(pruned)[np.asarray(unpruned[rows]) == 0] == 0)
+    if name in ("alpha:1.5", "alpha:2"):
+        alpha = float(name.split(":")[1])
+        full, _ = fs.sorted_alpha_solution(alpha, x, log_ref, partial=None)
+        np.testing.assert_allclose(full, unpruned, atol=1e-9)
+        for rows in (slice(0, 5), slice(0, 1), slice(3, 4)):
+            p, _ = fs.sorted_alpha_solution(alpha, x[rows], log_ref[rows])
+            np.testing.assert_allclose(p, full[rows], atol=1e-14)
+    assert int(jnp.sum(unpruned[1] > 0)) == int(jnp.sum(jnp.isfinite(log_ref[1])))
