@@ -256,7 +256,7 @@ def demo_section(out: Path):
     from experiments.demo import DemoSection
 
     config = GKDConfig(
-        out=out / "gkd", overwrite=True, progress=False, seeds=2, final_samples=64, divergences=("kl", "reverse_kl"),
+        out=out / "gkd", overwrite=True, progress=False, seeds=2, final_samples=64, divergences=("kl",),
         lambdas=(0.0, 1.0),
         task=dataclasses.replace(distillation.DistillTask(), train_prompts=128, heldout_prompts=128,
                                  teacher=dataclasses.replace(distillation.DistillTask().teacher, steps=150, eval_every=150)),
@@ -271,7 +271,7 @@ def demo_section(out: Path):
         f"{summary['teacher']['teacher_kl_token']:.3f} nats) -> student (1 layer, width 32), "
         f"distilled for {config.lm.steps} steps "
         f"on {config.task.train_prompts} prompts with supervised KD (lambda = 0) and on-policy GKD (lambda = 1), "
-        f"{config.seeds} vmapped seeds. golden_seq = E_x KL(p*(.|x) || S(.|x)) on held-out prompts (exact likelihoods, "
+        f"{config.seeds} vmapped seeds (forward KL only). golden_seq = E_x KL(p*(.|x) || S(.|x)) on held-out prompts (exact likelihoods, "
         "Monte Carlo over oracle completions); proxy_seq = the same against the teacher. The full run is `mdvi-lab gkd`.\n\n"
         + table
     )

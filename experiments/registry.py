@@ -59,11 +59,9 @@ COMMANDS: tuple[Command, ...] = (
             "sweep of beta; exact golden consistency, informativeness, extractiveness and length.",
             demo_section=None),  # likewise: 5 minutes as written
     Command("gkd", "experiments.gkd", "GKDConfig", "run",
-            "GKD distillation on an oracle LM: lambda (on-policy fraction) x token divergence; exact golden metric.",
-            demo_section=None),  # its demo section is not yet timed against the tour's budget
+            "GKD distillation on an oracle LM: lambda (on-policy fraction) x token divergence; exact golden metric."),
     Command("teacher-hacking", "experiments.teacher_hacking", "TeacherHackingConfig", "run",
-            "Teacher hacking: golden vs proxy KL along distillation, offline / more data / fresh / on-policy regimes.",
-            demo_section=None),  # likewise
+            "Teacher hacking: golden vs proxy KL along distillation, offline / more data / fresh / on-policy regimes."),
 )
 
 BY_NAME = {command.name: command for command in COMMANDS}
