@@ -145,7 +145,8 @@ distance = np.array([float(jnp.linalg.norm(flat(values_and_gradients(lam)["irl_s
 zero_grad_gap = float(jnp.max(jnp.abs(g_zero - g_mle)))
 print(f"lambda = 0: |loss - MLE| = {abs(zero_value - mle_value):.1e}, |grad - MLE grad| = {zero_grad_gap:.1e}")
 print("||grad_lambda - grad_MLE|| / lambda =", (distance / lams).round(4))
-assert zero_value == mle_value and zero_grad_gap == 0.0
+# exact in exact arithmetic (lambda * penalty = 0); allow float32 summation-order noise
+assert abs(zero_value - mle_value) <= 1e-6 * abs(mle_value) and zero_grad_gap <= 1e-6 * float(jnp.max(jnp.abs(g_mle)))
 assert np.allclose(distance / lams, distance[-1] / lams[-1], rtol=2e-3), distance / lams
 
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
