@@ -9,7 +9,10 @@ final policy by a linear solve on the true model, and a log-log fit with seed-bo
 intervals). The search is on ``M``, the samples per iteration: doubling (or halving) from a
 guess until the success rate crosses the level, then geometric bisection until the bracket's
 ratio is at most ``precision``. All evaluations of one point share their seeds (common random
-numbers). ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its
+numbers). A point's random numbers and its search's first guess are functions of its identity
+(algorithm, family, H, d, copies) and the master seed (``zlib.crc32`` of a canonical string
+folded into the master key), never of its position in a sweep: a point run alone gives the same
+``M*`` and ``N*`` as inside any sweep, and a point shared by the two sweeps is searched once. ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its
 phase-2 design is estimated, so its count varies slightly by seed and ``N`` is the mean over
 seeds). Tabular MDVI samples ``ceil(M / (S A))`` draws at every pair.
 
@@ -31,6 +34,7 @@ import dataclasses
 import functools
 import math
 import time
+import zlib
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -175,14 +179,44 @@ class Evaluation(NamedTuple):
         return float(self.success.mean())
 
 
-class Point:
-    """One instance of a sweep (a horizon and a number of copies), prepared on the host."""
+def point_identity(algorithm: str, family: str, horizon: float, dim: int, copies: int = 1) -> str:
+    """The canonical name of one sweep point: what it measures, never where it sits in a sweep.
 
-    def __init__(self, config: SampleComplexityConfig, horizon: float, copies: int, key):
-        base = linear_envs.FAMILIES[config.family](horizon, config.epsilon)
+    ``algorithm``, instance family, horizon ``H``, feature dimension ``d`` and the number of block
+    copies (1 unless the instance is :func:`envs.linear.block_copies` of the family).
+    """
+    return f"algorithm={algorithm};family={family};copies={int(copies)};H={float(horizon)!r};d={int(dim)}"
+
+
+def identity_tag(identity: str) -> int:
+    """A stable 31-bit integer of a point identity (``zlib.crc32``; Python's ``hash`` is salted)."""
+    return zlib.crc32(identity.encode("utf-8")) & 0x7FFFFFFF
+
+
+def point_key(seed: int, identity: str):
+    """The PRNG key of a point: the master key ``key(seed)`` folded with :func:`identity_tag`.
+
+    A point draws the same random numbers alone or inside any sweep (issue 18, item 3).
+    """
+    return jax.random.fold_in(jax.random.key(seed), identity_tag(identity))
+
+
+class Point:
+    """One instance of a sweep (a horizon and a dimension), prepared on the host.
+
+    Its random numbers (seeds of every evaluation, bootstrap) and its search's starting guess
+    are functions of its identity (:func:`point_identity`) and the master seed only, so a point
+    gives the same ``M*`` and ``N*`` run alone or inside any sweep.
+    """
+
+    def __init__(self, config: SampleComplexityConfig, horizon: float, copies: int = 1):
+        family = config.family
+        base = linear_envs.FAMILIES[family](horizon, config.epsilon)
         self.mdp = linear_envs.block_copies(base, copies) if copies > 1 else base
+        self.family = family
         self.horizon, self.copies, self.epsilon = float(horizon), copies, config.epsilon
         self.dim = self.mdp.dim
+        self.seed, self.seeds = config.seed, config.seeds
         self.num_iterations = bounds.num_iterations(horizon, config.iteration_constant)
         self.phase1_iterations = max(1, math.ceil(config.phase1_fraction * self.num_iterations))
         self.variance_ratio = config.variance_ratio
@@ -193,28 +227,46 @@ class Point:
         f_star = np.asarray(lin.oracle_weights(self.model, self.v_star))
         self.oracle_weights = f_star
         self.oracle_design = lin.design(self.model, f_star)
-        self.keys = jax.random.split(key, config.seeds)
         S, A = self.mdp.num_states, self.mdp.num_actions
         self.pairs = S * A
         self.pad = max(len(self.design.support), len(self.oracle_design.support))
+        self._keys = {}
+
+    def identity(self, algorithm: str) -> str:
+        return point_identity(algorithm, self.family, self.horizon, self.dim, self.copies)
+
+    def keys(self, algorithm: str):
+        """``[seeds]`` keys of ``algorithm`` at this point (shared by all its evaluations)."""
+        if algorithm not in self._keys:
+            self._keys[algorithm] = jax.random.split(point_key(self.seed, self.identity(algorithm)), self.seeds)
+        return self._keys[algorithm]
+
+    def initial_guess(self, algorithm: str) -> int:
+        """The search's first ``M``: ``8 |support| (H / 8)^(a - 1)``, ``a`` the bound's H exponent.
+
+        A function of the point alone (``N ~ K M`` with ``K ~ H ln H``, so ``M ~ H^(a - 1)``), so the
+        search path, and with it ``M*`` and ``N*``, does not depend on the other points of a sweep.
+        """
+        exponent = bounds.get_bound(algorithm).horizon_exponent
+        return max(1, int(round(8 * max(len(self.design.support), 1) * (self.horizon / 8.0) ** (exponent - 1.0))))
 
     def evaluate(self, algorithm: str, M: int) -> Evaluation:
         eps = self.epsilon
         if algorithm == "tabular":
             per_pair = max(1, math.ceil(M / self.pairs))
-            gaps = _tabular_batch(self.keys, self.model.tabular, self.regularization, self.v_star, per_pair, self.num_iterations)
+            gaps = _tabular_batch(self.keys(algorithm), self.model.tabular, self.regularization, self.v_star, per_pair, self.num_iterations)
             calls = float(self.num_iterations * self.pairs * per_pair)
         elif algorithm in ("ls", "oracle"):
             design = self.design if algorithm == "ls" else self.oracle_design
             weights = None if algorithm == "ls" else self.oracle_weights
             allocation = lin.allocate(self.model, design, M, weights, pad_to=self.pad)
-            gaps, calls = _ls_batch(self.keys, self.model, self.regularization, self.v_star, allocation, self.num_iterations)
+            gaps, calls = _ls_batch(self.keys(algorithm), self.model, self.regularization, self.v_star, allocation, self.num_iterations)
             calls = float(np.mean(np.asarray(calls)))
         elif algorithm == "vwls":
             phase1 = lin.allocate(self.model, self.design, M, pad_to=self.pad)
             variance = lin.allocate(self.model, self.design, max(1, round(self.variance_ratio * M)), pad_to=self.pad)
             gaps, calls = _vwls_batch(
-                self.keys, self.model, self.regularization, self.v_star, phase1, variance, M,
+                self.keys(algorithm), self.model, self.regularization, self.v_star, phase1, variance, M,
                 lin.VWLSPhases(self.num_iterations, self.phase1_iterations),
             )  # fmt: skip
             calls = float(np.mean(np.asarray(calls)))
@@ -283,24 +335,33 @@ def run(config: SampleComplexityConfig) -> dict:
         return _run(config)
 
 
-def _sweep(config, name, points, algorithms, bar):
-    """Search every (algorithm, point); return threshold rows, evaluation rows, bootstrap arrays."""
+def _sweep(config, name, points, algorithms, bar, searched):
+    """Search every (algorithm, point); return threshold rows, evaluation rows, bootstrap arrays.
+
+    ``searched`` maps point identities already searched (in another sweep of this run) to their
+    ``(M*, evaluations)``: the same identity gives the same numbers, so it is not searched twice.
+    """
     thresholds, evaluation_rows, boots = [], [], {}
     for algorithm in algorithms:
-        previous: list[tuple[float, int]] = []
         for x, point in points:
-            guess = _initial_guess(previous, x, point)
+            identity = point.identity(algorithm)
             started = time.perf_counter()
-            m_star, evals = search_threshold(
-                functools.partial(point.evaluate, algorithm), guess, config.success, config.precision, config.max_doublings
-            )
+            reused = identity in searched
+            if not reused:
+                searched[identity] = search_threshold(
+                    functools.partial(point.evaluate, algorithm),
+                    point.initial_guess(algorithm),
+                    config.success,
+                    config.precision,
+                    config.max_doublings,
+                )
+            m_star, evals = searched[identity]
             seconds = time.perf_counter() - started
-            previous.append((x, m_star))
             ms = sorted(evals)
             calls = np.array([evals[m].calls for m in ms])
             success = np.stack([evals[m].success for m in ms])
             n_star = fitting.threshold(calls, success, config.success)
-            rng = np.random.default_rng([config.seed, _name_seed(name), ALGORITHMS.index(algorithm), int(x)])
+            rng = np.random.default_rng([config.seed, identity_tag(identity)])
             boot = fitting.bootstrap_thresholds(calls, success, config.success, config.bootstrap, rng)
             boots[(algorithm, x)] = boot
             censored = float(np.mean(boot >= calls.max())) if not np.isnan(n_star) else 1.0
@@ -318,6 +379,7 @@ def _sweep(config, name, points, algorithms, bar):
                     "N_star_high": float(np.quantile(boot, 0.975)),
                     "evaluations": len(ms),
                     "censored_bootstrap_fraction": censored,
+                    "reused": reused,
                     "seconds": seconds,
                 }
             )
@@ -338,22 +400,6 @@ def _sweep(config, name, points, algorithms, bar):
             bar.update(1)
             bar.set_postfix_str(f"{algorithm} {name}={x:g}: N*={n_star:.3g}")
     return thresholds, evaluation_rows, boots
-
-
-def _name_seed(name: str) -> int:
-    """A stable integer for a sweep name (Python's hash() is salted per process)."""
-    return sum(ord(c) * 31**i for i, c in enumerate(name)) % (2**31)
-
-
-def _initial_guess(previous, x, point) -> int:
-    if not previous:
-        return 8 * max(len(point.design.support), 1)
-    if len(previous) == 1:
-        (x0, m0), exponent = previous[0], 2.5 if point.copies == 1 else 1.0
-    else:
-        (xa, ma), (x0, m0) = previous[-2], previous[-1]
-        exponent = float(np.clip(math.log(m0 / ma) / math.log(x0 / xa), 0.5, 4.0))
-    return max(1, int(round(m0 * (x / x0) ** exponent)))
 
 
 def _fit(rows, boots, algorithms, key: str, divide_log: bool = False):
@@ -377,20 +423,16 @@ def _fit(rows, boots, algorithms, key: str, divide_log: bool = False):
 def _run(config: SampleComplexityConfig) -> dict:
     run_dir = RunDir(config.out, config, overwrite=config.overwrite)
     started = time.perf_counter()
-    master = jax.random.key(config.seed)
     total = len(config.algorithms) * (len(config.horizons) + len(config.copies))
     bar = tqdm(total=total, desc="N* search", disable=not config.progress)
 
-    horizon_points = [
-        (h, Point(config, h, 1, jax.random.fold_in(master, int(h)))) for h in sorted(config.horizons)
-    ]
-    h_rows, h_evals, h_boots = _sweep(config, "horizon", horizon_points, config.algorithms, bar)
+    searched: dict = {}
+    horizon_points = [(h, Point(config, h, 1)) for h in sorted(config.horizons)]
+    h_rows, h_evals, h_boots = _sweep(config, "horizon", horizon_points, config.algorithms, bar, searched)
     d_rows, d_evals, d_boots = [], [], {}
     if config.copies:
-        dim_points = [
-            (c, Point(config, config.dim_horizon, c, jax.random.fold_in(master, 100_000 + c))) for c in sorted(config.copies)
-        ]
-        d_rows, d_evals, d_boots = _sweep(config, "dim", dim_points, config.algorithms, bar)
+        dim_points = [(c, Point(config, config.dim_horizon, c)) for c in sorted(config.copies)]
+        d_rows, d_evals, d_boots = _sweep(config, "dim", dim_points, config.algorithms, bar, searched)
     bar.close()
     elapsed = time.perf_counter() - started
 

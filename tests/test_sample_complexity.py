@@ -99,3 +99,45 @@ def test_variance_weighting_beats_least_squares_increasingly_with_the_horizon(tm
         ratios[family] = {r["horizon"]: r["ls/vwls"] for r in summary["ratios"]}
     assert ratios["F2"][32] > 2.5 * ratios["F2"][8]
     assert ratios["F3"][32] < 2.0
+
+
+def test_a_point_alone_gives_the_same_threshold_as_inside_a_sweep(tmp_path):
+    """Issue 18, item 3: a point's random numbers and search come from its identity, not its position."""
+    from experiments.sample_complexity import SampleComplexityConfig, run
+
+    common = dict(copies=(), seeds=24, bootstrap=20, precision=1.5, progress=False)
+    sweep = run(SampleComplexityConfig(horizons=(8, 16), algorithms=("ls", "vwls"), out=tmp_path / "sweep", **common))
+    alone = run(SampleComplexityConfig(horizons=(16,), algorithms=("vwls",), out=tmp_path / "alone", **common))
+    # the same point with a different master seed draws other numbers (the test can fail)
+    other = run(SampleComplexityConfig(horizons=(16,), algorithms=("vwls",), out=tmp_path / "other", **{**common, "seed": 1}))
+
+    def point(summary):
+        (row,) = [r for r in summary["thresholds"] if r["algorithm"] == "vwls" and r["horizon"] == 16]
+        return row
+
+    for key in ("M_star", "N_star", "N_star_low", "N_star_high", "evaluations"):
+        assert point(alone)[key] == point(sweep)[key], key
+    evaluations = json.loads((tmp_path / "alone" / "summary.json").read_text())["thresholds"][0]["evaluations"]
+    assert evaluations >= 2
+    with (tmp_path / "alone" / "evaluations.csv").open() as a, (tmp_path / "other" / "evaluations.csv").open() as b:
+        rates_alone = [r["success_rate"] for r in csv.DictReader(a)]
+        rates_other = [r["success_rate"] for r in csv.DictReader(b)]
+    assert rates_alone != rates_other
+
+
+def test_point_keys_follow_the_identity_not_the_process():
+    """The tag of an identity is the same in a process with another hash salt (no Python hash())."""
+    import os
+    import subprocess
+    import sys
+
+    from experiments.sample_complexity import identity_tag, point_identity
+
+    a = point_identity("vwls", "F2", 32, 6)
+    assert a == point_identity("vwls", "F2", 32.0, 6, copies=1)
+    code = "from experiments.sample_complexity import identity_tag as t, point_identity as p; print(t(p('vwls', 'F2', 32, 6)))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "JAX_PLATFORMS": "cpu"}
+    printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert int(printed) == identity_tag(a)
+    others = [("ls", "F2", 32, 6), ("vwls", "F3", 32, 8), ("vwls", "F2", 64, 6), ("vwls", "F2", 16, 12, 2)]
+    assert len({identity_tag(point_identity(*args)) for args in others} | {identity_tag(a)}) == 5
