@@ -16,6 +16,11 @@ folded into the master key), never of its position in a sweep: a point run alone
 phase-2 design is estimated, so its count varies slightly by seed and ``N`` is the mean over
 seeds). Tabular MDVI samples ``ceil(M / (S A))`` draws at every pair.
 
+A second dimension sweep (``dims``, family F4 only) varies ``d`` at one decision: F4 of
+:mod:`envs.linear` is F2 with a ``(d - 4)``-dimensional action block shared by the decision state
+and its risky sibling, so success stays one event at every ``d`` (block copies need all ``k``
+decisions right: a union over ``k`` events that the bounds' ``d`` does not contain).
+
 The instance family is F2 of :mod:`envs.linear` by default (a high-variance state shares the
 feature coordinates of the decision state's actions, so unweighted least squares leaks its
 variance into the action gap and variance weighting should matter: the ``H^4`` of
@@ -63,16 +68,20 @@ LABELS = {
 class SampleComplexityConfig:
     """Search N*(H) and N*(d) for MDVI variants on a linear MDP family; fit the exponents."""
 
-    family: Literal["F1", "F2", "F3"] = "F2"
-    """Instance family of envs.linear (F2: the weighting gap; F3: negative control; F1: control)."""
+    family: Literal["F1", "F2", "F3", "F4"] = "F2"
+    """Instance family of envs.linear (F2: the weighting gap; F3: negative control; F1: control;
+    F4: F2 with a (d - 4)-dimensional action block, at d = 6 outside its dimension sweep)."""
     horizons: tuple[int, ...] = (8, 16, 32, 64, 128)
     """Horizons H = 1 / (1 - gamma) of the horizon sweep."""
     epsilon: float = 0.5
     """Target accuracy ||V* - V^{pi_K}||_inf <= eps (absolute; also sets the action gap 2 eps)."""
     copies: tuple[int, ...] = (1, 2, 4)
     """Dimension sweep: numbers of independent block copies of the instance (d = copies * d_1)."""
+    dims: tuple[int, ...] = ()
+    """Dimension sweep of family F4 (one decision whose contrast spreads over the action block):
+    feature dimensions d >= 6 (F4 only)."""
     dim_horizon: int = 16
-    """Horizon of the dimension sweep."""
+    """Horizon of the dimension sweeps."""
     algorithms: tuple[Literal["tabular", "ls", "vwls", "oracle"], ...] = ALGORITHMS
     """Algorithms to measure."""
     seeds: int = 200
@@ -109,12 +118,19 @@ def _validate(config: SampleComplexityConfig) -> None:
         raise ValueError(f"unknown algorithms {sorted(unknown)}; choose from {ALGORITHMS}")
     if config.family not in linear_envs.FAMILIES:
         raise ValueError(f"unknown family {config.family!r}; choose from {sorted(linear_envs.FAMILIES)}")
-    if not config.horizons or any(h <= 1 for h in config.horizons):
+    if not (config.horizons or config.copies or config.dims):
+        raise ValueError("nothing to sweep: give horizons, copies or dims")
+    if any(h <= 1 for h in config.horizons):
         raise ValueError(f"horizons must be > 1, got {config.horizons}")
     if len(set(config.horizons)) != len(config.horizons):
         raise ValueError(f"horizons must be distinct, got {config.horizons}")
     if config.copies and (any(c < 1 for c in config.copies) or len(set(config.copies)) != len(config.copies)):
         raise ValueError(f"copies must be distinct and >= 1, got {config.copies}")
+    if config.dims:
+        if config.family not in linear_envs.DIMENSION_FAMILIES:
+            raise ValueError(f"dims sweeps the dimension of family F4; got family {config.family!r} (use copies)")
+        if any(d < 6 for d in config.dims) or len(set(config.dims)) != len(config.dims):
+            raise ValueError(f"dims must be distinct and >= 6, got {config.dims}")
     if config.seeds < 2:
         raise ValueError(f"seeds must be >= 2, got {config.seeds}")
     if not 0.0 < config.success < 1.0:
@@ -209,9 +225,14 @@ class Point:
     gives the same ``M*`` and ``N*`` run alone or inside any sweep.
     """
 
-    def __init__(self, config: SampleComplexityConfig, horizon: float, copies: int = 1):
+    def __init__(self, config: SampleComplexityConfig, horizon: float, copies: int = 1, dim: int | None = None):
         family = config.family
-        base = linear_envs.FAMILIES[family](horizon, config.epsilon)
+        if dim is None:
+            base = linear_envs.FAMILIES[family](horizon, epsilon=config.epsilon)
+        elif family in linear_envs.DIMENSION_FAMILIES:
+            base = linear_envs.FAMILIES[family](horizon, dim=dim, epsilon=config.epsilon)
+        else:
+            raise ValueError(f"dim is a parameter of family F4 only, got dim={dim} for family {family!r}")
         self.mdp = linear_envs.block_copies(base, copies) if copies > 1 else base
         self.family = family
         self.horizon, self.copies, self.epsilon = float(horizon), copies, config.epsilon
@@ -410,7 +431,7 @@ def _fit(rows, boots, algorithms, key: str, divide_log: bool = False):
         if x.size < 2:
             continue
         y = np.array([r["N_star"] for r in mine])
-        y_boot = np.stack([boots[(algorithm, r["horizon"] if key == "horizon" else r["copies"])] for r in mine])
+        y_boot = np.stack([boots[(algorithm, r[key])] for r in mine])
         if divide_log:
             factor = bounds.iteration_log_factor(x)
             y, y_boot = y / factor, y_boot / factor[:, None]
@@ -423,7 +444,7 @@ def _fit(rows, boots, algorithms, key: str, divide_log: bool = False):
 def _run(config: SampleComplexityConfig) -> dict:
     run_dir = RunDir(config.out, config, overwrite=config.overwrite)
     started = time.perf_counter()
-    total = len(config.algorithms) * (len(config.horizons) + len(config.copies))
+    total = len(config.algorithms) * (len(config.horizons) + len(config.copies) + len(config.dims))
     bar = tqdm(total=total, desc="N* search", disable=not config.progress)
 
     searched: dict = {}
@@ -433,6 +454,10 @@ def _run(config: SampleComplexityConfig) -> dict:
     if config.copies:
         dim_points = [(c, Point(config, config.dim_horizon, c)) for c in sorted(config.copies)]
         d_rows, d_evals, d_boots = _sweep(config, "dim", dim_points, config.algorithms, bar, searched)
+    f4_rows, f4_evals, f4_boots = [], [], {}
+    if config.dims:
+        f4_points = [(d, Point(config, config.dim_horizon, 1, dim=d)) for d in sorted(config.dims)]
+        f4_rows, f4_evals, f4_boots = _sweep(config, "dim-f4", f4_points, config.algorithms, bar, searched)
     bar.close()
     elapsed = time.perf_counter() - started
 
@@ -441,6 +466,7 @@ def _run(config: SampleComplexityConfig) -> dict:
     dim_fits = {}
     if len(config.copies) >= 2:
         dim_fits = _fit(d_rows, d_boots, config.algorithms, "copies")
+    f4_fits = _fit(f4_rows, f4_boots, config.algorithms, "dim") if len(config.dims) >= 2 else {}
 
     slopes = []
     for algorithm in config.algorithms:
@@ -454,8 +480,11 @@ def _run(config: SampleComplexityConfig) -> dict:
                 slope_H_no_log_ci=(no_log[algorithm].ci_low, no_log[algorithm].ci_high),
             )
         entry["theory_d"] = bound.dim_exponent
+        entry["theory_d_paper"] = bound.dim_exponent if bound.dim_exponent_paper is None else bound.dim_exponent_paper
         if algorithm in dim_fits:
             entry.update(slope_d=dim_fits[algorithm].slope, slope_d_ci=(dim_fits[algorithm].ci_low, dim_fits[algorithm].ci_high))
+        if algorithm in f4_fits:
+            entry.update(slope_d_f4=f4_fits[algorithm].slope, slope_d_f4_ci=(f4_fits[algorithm].ci_low, f4_fits[algorithm].ci_high))
         slopes.append(entry)
 
     ratios = []
@@ -467,9 +496,9 @@ def _run(config: SampleComplexityConfig) -> dict:
                 row[f"{a}/{b}"] = by[(a, h)] / by[(b, h)]
         ratios.append(row)
 
-    threshold_path = write_tidy_csv(run_dir.file("thresholds.csv"), h_rows + d_rows)
-    evaluations_path = write_tidy_csv(run_dir.file("evaluations.csv"), h_evals + d_evals)
-    figure = _plot(run_dir.file("sample_complexity.png"), config, h_rows, d_rows, raw, dim_fits)
+    threshold_path = write_tidy_csv(run_dir.file("thresholds.csv"), h_rows + d_rows + f4_rows)
+    evaluations_path = write_tidy_csv(run_dir.file("evaluations.csv"), h_evals + d_evals + f4_evals)
+    figure = _plot(run_dir.file("sample_complexity.png"), config, h_rows, d_rows, f4_rows, raw, dim_fits, f4_fits)
     summary = {
         "family": config.family,
         "epsilon": config.epsilon,
@@ -478,10 +507,11 @@ def _run(config: SampleComplexityConfig) -> dict:
         "iterations": f"K = ceil({config.iteration_constant:g} H ln H)",
         "horizons": list(config.horizons),
         "copies": list(config.copies),
+        "dims": list(config.dims),
         "dim_horizon": config.dim_horizon,
         "slopes": slopes,
         "ratios": ratios,
-        "thresholds": h_rows + d_rows,
+        "thresholds": h_rows + d_rows + f4_rows,
         "bounds": {a: dataclasses.asdict(bounds.get_bound(a)) for a in config.algorithms},
         "seconds": elapsed,
         "files": {"thresholds": threshold_path.name, "evaluations": evaluations_path.name, "figure": figure.name},
@@ -489,7 +519,7 @@ def _run(config: SampleComplexityConfig) -> dict:
     run_dir.write_summary(summary)
     print(f"\nN* ({config.family}, eps = {config.epsilon}, success >= {config.success} over {config.seeds} seeds)")
     columns = ("sweep", "algorithm", "horizon", "dim", "M_star", "N_star")
-    print(format_table([{k: r[k] for k in columns} for r in h_rows + d_rows]))
+    print(format_table([{k: r[k] for k in columns} for r in h_rows + d_rows + f4_rows]))
     print("\nexponents (95% seed-bootstrap intervals)")
     print(format_table(_slope_table(slopes)))
     print(f"results in {run_dir.path} ({elapsed:.0f} s)")
@@ -509,60 +539,62 @@ def _slope_table(slopes) -> list[dict]:
             row["N*/ln H vs H"] = _fmt_ci(s["slope_H_no_log"], s["slope_H_no_log_ci"])
         row["theory H"] = f"{s['theory_H']:g}"
         if "slope_d" in s:
-            row["N* vs d"] = _fmt_ci(s["slope_d"], s["slope_d_ci"])
-            row["theory d"] = f"{s['theory_d']:g}"
+            row["N* vs d (copies)"] = _fmt_ci(s["slope_d"], s["slope_d_ci"])
+        if "slope_d_f4" in s:
+            row["N* vs d (F4)"] = _fmt_ci(s["slope_d_f4"], s["slope_d_f4_ci"])
+        if "slope_d" in s or "slope_d_f4" in s:
+            paper = "" if s["theory_d_paper"] == s["theory_d"] else f" (paper {s['theory_d_paper']:g})"
+            row["theory d"] = f"{s['theory_d']:g}{paper}"
         table.append(row)
     return table
 
 
-def _plot(path, config, h_rows, d_rows, raw_fits, dim_fits):
-    panels = 2 if d_rows else 1
-    with figure(path, 1, panels, figsize=(6.2 * panels, 4.4), squeeze=False) as (_, axes):
-        _draw_sweeps(axes, panels, config, h_rows, d_rows, raw_fits, dim_fits)
+def _plot(path, config, h_rows, d_rows, f4_rows, raw_fits, dim_fits, f4_fits):
+    """One panel per sweep that ran: N*(H), N*(d) over block copies, N*(d) on F4."""
+    panels = [
+        (h_rows, "horizon", "horizon H = 1/(1-gamma)", raw_fits,
+         f"{config.family}, eps = {config.epsilon}, P(success) >= {config.success}, {config.seeds} seeds"),
+        (d_rows, "dim", "feature dimension d", dim_fits, f"dimension sweep: block copies at H = {config.dim_horizon}"),
+        (f4_rows, "dim", "feature dimension d", f4_fits, f"dimension sweep: F4 (one decision) at H = {config.dim_horizon}"),
+    ]  # fmt: skip
+    panels = [panel for panel in panels if panel[0]]
+    with figure(path, 1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False) as (_, axes):
+        for ax, panel in zip(axes[0], panels):
+            _draw_sweep(ax, *panel)
     return Path(path)
 
 
-def _draw_sweeps(axes, panels, config, h_rows, d_rows, raw_fits, dim_fits):
+def _draw_sweep(ax, rows, key, xlabel, fits, title):
     import matplotlib.ticker as ticker
     import pandas as pd
     import seaborn as sns
 
     palette = dict(zip(ALGORITHMS, sns.color_palette("deep", len(ALGORITHMS))))
-    sweeps = ((axes[0, 0], h_rows, "horizon", "horizon H = 1/(1-gamma)"), (axes[0, -1], d_rows, "dim", "feature dimension d"))
-    for ax, rows, key, xlabel in sweeps:
-        if not rows or (key == "dim" and panels == 1):
-            continue
-        frame = pd.DataFrame(rows)
-        frame["label"] = frame["algorithm"].map(LABELS)
-        sns.lineplot(
-            data=frame, x=key, y="N_star", hue="algorithm", palette=palette, marker="o", ax=ax, legend=False, errorbar=None
-        )
-        for algorithm, group in frame.groupby("algorithm"):
-            group = group.sort_values(key)
-            x = group[key].to_numpy(float)
-            y = group["N_star"].to_numpy(float)
-            err = np.vstack([y - group["N_star_low"].to_numpy(float), group["N_star_high"].to_numpy(float) - y])
-            ax.errorbar(x, y, yerr=np.maximum(err, 0), fmt="none", ecolor=palette[algorithm], capsize=3, lw=1)
-            bound = bounds.get_bound(algorithm)
-            exponent = bound.horizon_exponent if key == "horizon" else bound.dim_exponent
-            fit = (raw_fits if key == "horizon" else dim_fits).get(algorithm)
-            ref = bounds.reference_line(x, exponent, x[0], y[0], log_factor=(key == "horizon"))
-            ax.plot(x, ref, ls="--", lw=1, color=palette[algorithm], alpha=0.8)
-            slope = f", fit {fit.slope:.2f}" if fit is not None else ""
-            theory = f"H^{exponent:g} ln H" if key == "horizon" else f"d^{exponent:g}"
-            ax.plot([], [], color=palette[algorithm], marker="o", label=f"{LABELS[algorithm]}{slope} (theory {theory}, dashed)")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ticks = sorted(frame[key].unique())
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("N* (generative-model calls)")
-        ax.legend(fontsize=7, loc="upper left")
-    title = f"{config.family}, eps = {config.epsilon}, P(success) >= {config.success}, {config.seeds} seeds"
-    axes[0, 0].set_title(title, fontsize=9)
-    if panels == 2:
-        axes[0, 1].set_title(f"dimension sweep: block copies at H = {config.dim_horizon}", fontsize=9)
+    frame = pd.DataFrame(rows)
+    sns.lineplot(data=frame, x=key, y="N_star", hue="algorithm", palette=palette, marker="o", ax=ax, legend=False, errorbar=None)
+    for algorithm, group in frame.groupby("algorithm"):
+        group = group.sort_values(key)
+        x = group[key].to_numpy(float)
+        y = group["N_star"].to_numpy(float)
+        err = np.vstack([y - group["N_star_low"].to_numpy(float), group["N_star_high"].to_numpy(float) - y])
+        ax.errorbar(x, y, yerr=np.maximum(err, 0), fmt="none", ecolor=palette[algorithm], capsize=3, lw=1)
+        bound = bounds.get_bound(algorithm)
+        exponent = bound.horizon_exponent if key == "horizon" else bound.dim_exponent
+        fit = fits.get(algorithm)
+        ref = bounds.reference_line(x, exponent, x[0], y[0], log_factor=(key == "horizon"))
+        ax.plot(x, ref, ls="--", lw=1, color=palette[algorithm], alpha=0.8)
+        slope = f", fit {fit.slope:.2f}" if fit is not None else ""
+        theory = f"H^{exponent:g} ln H" if key == "horizon" else f"d^{exponent:g}"
+        ax.plot([], [], color=palette[algorithm], marker="o", label=f"{LABELS[algorithm]}{slope} (theory {theory}, dashed)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ticks = sorted(frame[key].unique())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("N* (generative-model calls)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title, fontsize=9)
 
 
 def demo_section(out: Path):

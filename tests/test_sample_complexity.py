@@ -141,3 +141,43 @@ def test_point_keys_follow_the_identity_not_the_process():
     assert int(printed) == identity_tag(a)
     others = [("ls", "F2", 32, 6), ("vwls", "F3", 32, 8), ("vwls", "F2", 64, 6), ("vwls", "F2", 16, 12, 2)]
     assert len({identity_tag(point_identity(*args)) for args in others} | {identity_tag(a)}) == 5
+
+
+def test_f4_dimension_sweep_runs_beside_the_block_copies(tmp_path):
+    """Issue 18, item 4: `--family F4 --dims ...` sweeps d at one decision, next to block copies."""
+    out = tmp_path / "f4"
+    code = cli.main(
+        [
+            "sample-complexity", "--family", "F4", "--horizons", "--copies", "1", "2", "--dims", "6", "10",
+            "--dim-horizon", "8", "--algorithms", "ls", "oracle", "--seeds", "24", "--bootstrap", "20",
+            "--precision", "1.5", "--out", str(out), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["thresholds"]
+    f4 = sorted((r["algorithm"], r["dim"]) for r in rows if r["sweep"] == "dim-f4")
+    assert f4 == [("ls", 6), ("ls", 10), ("oracle", 6), ("oracle", 10)]
+    assert sorted(r["dim"] for r in rows if r["sweep"] == "dim") == [6, 6, 12, 12]
+    for s in summary["slopes"]:
+        assert {"slope_d", "slope_d_f4", "theory_d", "theory_d_paper"} <= set(s)
+        assert s["slope_d_f4_ci"][0] <= s["slope_d_f4"] <= s["slope_d_f4_ci"][1]
+    assert {s["algorithm"]: s["theory_d_paper"] for s in summary["slopes"]} == {"ls": 2.0, "oracle": 1.0}
+    # F4 at d = 6 (the copies sweep's k = 1) and the F4 sweep's d = 6 are one point: searched once
+    (first,) = [r for r in rows if r["sweep"] == "dim" and r["algorithm"] == "ls" and r["dim"] == 6]
+    (again,) = [r for r in rows if r["sweep"] == "dim-f4" and r["algorithm"] == "ls" and r["dim"] == 6]
+    assert again["reused"] and not first["reused"] and again["N_star"] == first["N_star"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dims", "6", "12"], "F4"),
+        (["--family", "F4", "--dims", "5", "12"], "dims"),
+        (["--horizons", "--copies"], "nothing to sweep"),
+    ],
+)
+def test_bad_dimension_sweeps_are_reported(tmp_path, capsys, argv, message):
+    code = cli.main(["sample-complexity", *argv, "--out", str(tmp_path / "x"), "--no-progress"])
+    assert code == 2
+    assert message in capsys.readouterr().err
