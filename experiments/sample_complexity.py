@@ -29,7 +29,10 @@ arXiv 2305.13185; the exponents compared are those of :mod:`theory.bounds`), wit
 ``K = ceil(2 H ln H)`` iterations of beta -> inf MDVI with ``alpha = gamma``. Slopes of
 ``log N*`` on ``log H`` (raw, and with K's ``ln H`` divided out) and on ``log d`` come with
 seed-bootstrap 95% intervals (:mod:`theory.fitting`) and are set beside the exponents of
-:mod:`theory.bounds`. Sampling uses the exact multinomial-count trick, so a point's cost does
+:mod:`theory.bounds`. Two fits of the horizon sweep address its lower-order terms: the slope of
+``N*/ln H`` on the horizons ``H >= fit_min_horizon`` only (default 32: the stated rule for
+dropping small horizons), and the leading exponent ``p`` of ``N*/ln H = a H^p + b H^(p-1)``
+over every horizon (the next term modelled, :func:`theory.fitting.lower_order_fit`). Sampling uses the exact multinomial-count trick, so a point's cost does
 not grow with ``M``.
 """
 
@@ -100,6 +103,10 @@ class SampleComplexityConfig:
     """Cap on doubling / halving steps of the search."""
     bootstrap: int = 1000
     """Seed-bootstrap replicates of the slope intervals."""
+    fit_min_horizon: float = 32.0
+    """The stated rule for dropping small horizons: the tail fit uses only H >= this (at least
+    three horizons), where K = ceil(2 H ln H) >= 222 and the per-point lower-order costs (the
+    ceil allocation, VWLS's phase 1 and variance fit) weigh least."""
     seed: int = 0
     """Master seed (runs and bootstrap)."""
     out: Path = Path("results/sample_complexity")
@@ -143,6 +150,8 @@ def _validate(config: SampleComplexityConfig) -> None:
         raise ValueError(f"phase1_fraction must lie in (0, 1), got {config.phase1_fraction}")
     if not config.variance_ratio > 0:
         raise ValueError(f"variance_ratio must be > 0, got {config.variance_ratio}")
+    if not config.fit_min_horizon > 1:
+        raise ValueError(f"fit_min_horizon must be > 1, got {config.fit_min_horizon}")
     if config.bootstrap < 10:
         raise ValueError(f"bootstrap must be >= 10, got {config.bootstrap}")
     for h in (*config.horizons, config.dim_horizon):
@@ -423,12 +432,18 @@ def _sweep(config, name, points, algorithms, bar, searched):
     return thresholds, evaluation_rows, boots
 
 
-def _fit(rows, boots, algorithms, key: str, divide_log: bool = False):
+def _fit(rows, boots, algorithms, key: str, divide_log: bool = False, min_x: float = -math.inf, model: str = "power"):
+    """Per algorithm: the log-log slope of ``N*`` on ``key`` over the points with ``key >= min_x``.
+
+    ``divide_log``: fit ``N* / ln H`` (K's log factor removed). ``model="lower-order"``: fit
+    ``a x^p + b x^(p - 1)`` (:func:`theory.fitting.lower_order_fit`, at least four points).
+    """
     fits = {}
+    needed = 4 if model == "lower-order" else (3 if min_x > -math.inf else 2)
     for algorithm in algorithms:
-        mine = [r for r in rows if r["algorithm"] == algorithm]
+        mine = [r for r in rows if r["algorithm"] == algorithm and r[key] >= min_x]
         x = np.array([r[key] for r in mine], np.float64)
-        if x.size < 2:
+        if x.size < needed:
             continue
         y = np.array([r["N_star"] for r in mine])
         y_boot = np.stack([boots[(algorithm, r[key])] for r in mine])
@@ -437,7 +452,10 @@ def _fit(rows, boots, algorithms, key: str, divide_log: bool = False):
             y, y_boot = y / factor, y_boot / factor[:, None]
         if np.any(~np.isfinite(y)):
             continue
-        fits[algorithm] = fitting.slope_with_ci(x, y, y_boot)
+        if model == "lower-order":
+            fits[algorithm] = fitting.lower_order_fit(x, y, y_boot)
+        else:
+            fits[algorithm] = fitting.slope_with_ci(x, y, y_boot)
     return fits
 
 
@@ -463,6 +481,10 @@ def _run(config: SampleComplexityConfig) -> dict:
 
     raw = _fit(h_rows, h_boots, config.algorithms, "horizon")
     no_log = _fit(h_rows, h_boots, config.algorithms, "horizon", divide_log=True)
+    tail_min = config.fit_min_horizon
+    tail = _fit(h_rows, h_boots, config.algorithms, "horizon", min_x=tail_min)
+    tail_no_log = _fit(h_rows, h_boots, config.algorithms, "horizon", divide_log=True, min_x=tail_min)
+    lower = _fit(h_rows, h_boots, config.algorithms, "horizon", divide_log=True, model="lower-order")
     dim_fits = {}
     if len(config.copies) >= 2:
         dim_fits = _fit(d_rows, d_boots, config.algorithms, "copies")
@@ -478,6 +500,23 @@ def _run(config: SampleComplexityConfig) -> dict:
                 slope_H_ci=(raw[algorithm].ci_low, raw[algorithm].ci_high),
                 slope_H_no_log=no_log[algorithm].slope,
                 slope_H_no_log_ci=(no_log[algorithm].ci_low, no_log[algorithm].ci_high),
+            )
+        if algorithm in tail:
+            entry.update(
+                tail_min_horizon=tail_min,
+                slope_H_tail=tail[algorithm].slope,
+                slope_H_tail_ci=(tail[algorithm].ci_low, tail[algorithm].ci_high),
+                slope_H_no_log_tail=tail_no_log[algorithm].slope,
+                slope_H_no_log_tail_ci=(tail_no_log[algorithm].ci_low, tail_no_log[algorithm].ci_high),
+            )
+        if algorithm in lower:
+            fit = lower[algorithm]
+            entry.update(
+                lower_order_model="N*/ln H = a H^p + b H^(p-1)",
+                exponent_H_lower_order=fit.exponent,
+                exponent_H_lower_order_ci=(fit.ci_low, fit.ci_high),
+                lower_order_correction=fit.correction,
+                lower_order_correction_ci=fit.correction_ci,
             )
         entry["theory_d"] = bound.dim_exponent
         entry["theory_d_paper"] = bound.dim_exponent if bound.dim_exponent_paper is None else bound.dim_exponent_paper
@@ -537,6 +576,10 @@ def _slope_table(slopes) -> list[dict]:
         if "slope_H" in s:
             row["N* vs H"] = _fmt_ci(s["slope_H"], s["slope_H_ci"])
             row["N*/ln H vs H"] = _fmt_ci(s["slope_H_no_log"], s["slope_H_no_log_ci"])
+        if "slope_H_tail" in s:
+            row[f"N*/ln H, H >= {s['tail_min_horizon']:g}"] = _fmt_ci(s["slope_H_no_log_tail"], s["slope_H_no_log_tail_ci"])
+        if "exponent_H_lower_order" in s:
+            row["p of a H^p + b H^(p-1)"] = _fmt_ci(s["exponent_H_lower_order"], s["exponent_H_lower_order_ci"])
         row["theory H"] = f"{s['theory_H']:g}"
         if "slope_d" in s:
             row["N* vs d (copies)"] = _fmt_ci(s["slope_d"], s["slope_d_ci"])

@@ -181,3 +181,25 @@ def test_bad_dimension_sweeps_are_reported(tmp_path, capsys, argv, message):
     code = cli.main(["sample-complexity", *argv, "--out", str(tmp_path / "x"), "--no-progress"])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_horizon_fits_drop_small_horizons_and_model_the_lower_order_term():
+    """Issue 18, item 2: the tail fit (H >= H_min) and the a H^p + b H^(p-1) fit of N*/ln H."""
+    from experiments.sample_complexity import _fit
+
+    horizons = [8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+    rng = np.random.default_rng(0)
+    rows, boots = [], {}
+    for h in horizons:
+        n = np.log(h) * 2.0 * h**2 * (h + 40.0)  # leading H^3 (log removed), a strong H^2 term
+        rows.append({"algorithm": "vwls", "horizon": h, "N_star": n})
+        boots[("vwls", h)] = n * np.exp(0.02 * rng.standard_normal(200))
+    plain = _fit(rows, boots, ["vwls"], "horizon", divide_log=True)["vwls"].slope
+    tail = _fit(rows, boots, ["vwls"], "horizon", divide_log=True, min_x=32.0)["vwls"].slope
+    lower = _fit(rows, boots, ["vwls"], "horizon", divide_log=True, model="lower-order")["vwls"]
+    assert plain < tail < 3.0  # dropping small horizons moves the slope toward the leading exponent
+    assert lower.exponent == pytest.approx(3.0, abs=0.01) and lower.ci_low <= 3.0 <= lower.ci_high
+    assert lower.correction == pytest.approx(40.0, rel=0.05)
+    # too few points for a fit: none is reported
+    assert _fit(rows[:3], boots, ["vwls"], "horizon", divide_log=True, model="lower-order") == {}
+    assert _fit(rows, boots, ["vwls"], "horizon", min_x=128.0) == {}
