@@ -12,9 +12,10 @@ ratio is at most ``precision``. All evaluations of one point share their seeds (
 numbers). A point's random numbers and its search's first guess are functions of its identity
 (algorithm, family, H, d, copies) and the master seed (``zlib.crc32`` of a canonical string
 folded into the master key), never of its position in a sweep: a point run alone gives the same
-``M*`` and ``N*`` as inside any sweep, and a point shared by the two sweeps is searched once. ``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its
-phase-2 design is estimated, so its count varies slightly by seed and ``N`` is the mean over
-seeds). Tabular MDVI samples ``ceil(M / (S A))`` draws at every pair.
+``M*`` and ``N*`` as inside any sweep, and a point shared by two sweeps is searched once.
+``N*`` counts every call (for VWLS-MDVI: both phases and the variance fit; its phase-2 design
+is estimated, so its count varies slightly by seed and ``N`` is the mean over seeds).
+Tabular MDVI samples ``ceil(M / (S A))`` draws at every pair.
 
 A second dimension sweep (``dims``, family F4 only) varies ``d`` at one decision: F4 of
 :mod:`envs.linear` is F2 with a ``(d - 4)``-dimensional action block shared by the decision state
@@ -32,8 +33,8 @@ seed-bootstrap 95% intervals (:mod:`theory.fitting`) and are set beside the expo
 :mod:`theory.bounds`. Two fits of the horizon sweep address its lower-order terms: the slope of
 ``N*/ln H`` on the horizons ``H >= fit_min_horizon`` only (default 32: the stated rule for
 dropping small horizons), and the leading exponent ``p`` of ``N*/ln H = a H^p + b H^(p-1)``
-over every horizon (the next term modelled, :func:`theory.fitting.lower_order_fit`). Sampling uses the exact multinomial-count trick, so a point's cost does
-not grow with ``M``.
+over every horizon (the next term modelled, :func:`theory.fitting.lower_order_fit`). Sampling
+uses the exact multinomial-count trick, so a point's cost does not grow with ``M``.
 """
 
 from __future__ import annotations
@@ -284,13 +285,17 @@ class Point:
         eps = self.epsilon
         if algorithm == "tabular":
             per_pair = max(1, math.ceil(M / self.pairs))
-            gaps = _tabular_batch(self.keys(algorithm), self.model.tabular, self.regularization, self.v_star, per_pair, self.num_iterations)
+            gaps = _tabular_batch(
+                self.keys(algorithm), self.model.tabular, self.regularization, self.v_star, per_pair, self.num_iterations
+            )
             calls = float(self.num_iterations * self.pairs * per_pair)
         elif algorithm in ("ls", "oracle"):
             design = self.design if algorithm == "ls" else self.oracle_design
             weights = None if algorithm == "ls" else self.oracle_weights
             allocation = lin.allocate(self.model, design, M, weights, pad_to=self.pad)
-            gaps, calls = _ls_batch(self.keys(algorithm), self.model, self.regularization, self.v_star, allocation, self.num_iterations)
+            gaps, calls = _ls_batch(
+                self.keys(algorithm), self.model, self.regularization, self.v_star, allocation, self.num_iterations
+            )
             calls = float(np.mean(np.asarray(calls)))
         elif algorithm == "vwls":
             phase1 = lin.allocate(self.model, self.design, M, pad_to=self.pad)
@@ -523,7 +528,8 @@ def _run(config: SampleComplexityConfig) -> dict:
         if algorithm in dim_fits:
             entry.update(slope_d=dim_fits[algorithm].slope, slope_d_ci=(dim_fits[algorithm].ci_low, dim_fits[algorithm].ci_high))
         if algorithm in f4_fits:
-            entry.update(slope_d_f4=f4_fits[algorithm].slope, slope_d_f4_ci=(f4_fits[algorithm].ci_low, f4_fits[algorithm].ci_high))
+            fit = f4_fits[algorithm]
+            entry.update(slope_d_f4=fit.slope, slope_d_f4_ci=(fit.ci_low, fit.ci_high))
         slopes.append(entry)
 
     ratios = []

@@ -109,7 +109,7 @@ def test_a_point_alone_gives_the_same_threshold_as_inside_a_sweep(tmp_path):
     sweep = run(SampleComplexityConfig(horizons=(8, 16), algorithms=("ls", "vwls"), out=tmp_path / "sweep", **common))
     alone = run(SampleComplexityConfig(horizons=(16,), algorithms=("vwls",), out=tmp_path / "alone", **common))
     # the same point with a different master seed draws other numbers (the test can fail)
-    other = run(SampleComplexityConfig(horizons=(16,), algorithms=("vwls",), out=tmp_path / "other", **{**common, "seed": 1}))
+    run(SampleComplexityConfig(horizons=(16,), algorithms=("vwls",), out=tmp_path / "other", **{**common, "seed": 1}))
 
     def point(summary):
         (row,) = [r for r in summary["thresholds"] if r["algorithm"] == "vwls" and r["horizon"] == 16]

@@ -206,4 +206,5 @@ def lower_order_fit(x, y, y_boot, confidence: float = 0.95, exponent_range=(0.0,
     low, high = np.quantile(boot_p, [alpha, 1.0 - alpha])
     corrections = boot_b / boot_a
     c_low, c_high = np.quantile(corrections, [alpha, 1.0 - alpha])
-    return LowerOrderFit(float(p), float(a), float(b / a), float(low), float(high), (float(c_low), float(c_high)), y_boot.shape[1])
+    correction_ci = (float(c_low), float(c_high))
+    return LowerOrderFit(float(p), float(a), float(b / a), float(low), float(high), correction_ci, y_boot.shape[1])
