@@ -15,7 +15,7 @@ regime where variance weighting matters) and :func:`family_f3` (the same MDP wit
 its own block: the negative control), plus two ways to sweep the dimension: :func:`block_copies`
 (``k`` independent copies: ``d -> k d``, ``k`` decisions) and :func:`family_f4` (F2 with a
 ``d - 4``-dimensional shared action block: one decision; its docstring says which d-factors of
-the bounds each measures).
+the bounds each measures). F1-F4 are registered by name in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -449,7 +449,15 @@ def family_f4(horizon: float, dim: int = 6, epsilon: float = 0.5, rotation_seed:
     return LinearMDP(phi, mu, theta, gamma, np.array([1.0, 0.0, 0.0, 0.0]), name=name)
 
 
-FAMILIES = {"F1": family_f1, "F2": family_f2, "F3": family_f3}
+F4_BASE_DIM = 6  # F4's dimension outside a dimension sweep: there it is F2 up to the order of the actions
+
+FAMILIES = {"F1": family_f1, "F2": family_f2, "F3": family_f3, "F4": family_f4}
+"""The instance families by name: ``FAMILIES[name](horizon, epsilon=eps)`` builds one at its base
+dimension (F1: 4, F2: 6, F3: 8, F4: :data:`F4_BASE_DIM`); F4 alone also takes ``dim=d``
+(:data:`DIMENSION_FAMILIES`)."""
+
+DIMENSION_FAMILIES = ("F4",)
+"""Families whose feature dimension is a parameter (``dim=d``) of one decision problem."""
 
 
 def block_copies(mdp: LinearMDP, copies: int) -> LinearMDP:

@@ -3,8 +3,10 @@
 ``tests/test_golden.py`` compares these numbers against ``tests/data/golden.json``, which was
 recorded from the code before the architecture refactor (issue: one MDVI loop, the LM
 objective registry, the DQN agent that takes its environment). ``python tests/golden_runs.py
---record`` rewrites the file; only do so for a change that is meant to alter the numbers, and
-say why in the commit.
+--record`` rewrites the file (``--record --only NAME ...``: only the named runs, the others'
+records kept); only do so for a change that is meant to alter the numbers, and say why in the
+commit. Re-recorded since: ``sample-complexity`` (issue 18, item 3: a sweep point's random
+numbers and search start come from its identity, not its position in the sweep).
 """
 
 from __future__ import annotations
@@ -106,8 +108,17 @@ def compare(expected, actual, rtol: float, where: str = "") -> list[str]:
 
 if __name__ == "__main__":
     if "--record" not in sys.argv:
-        raise SystemExit("usage: python tests/golden_runs.py --record")
+        raise SystemExit("usage: python tests/golden_runs.py --record [--only NAME ...]")
+    only = sys.argv[sys.argv.index("--only") + 1 :] if "--only" in sys.argv else sorted(RUNS)
+    unknown = sorted(set(only) - set(RUNS))
+    if unknown or not only:
+        raise SystemExit(f"--only takes names from {sorted(RUNS)}, got {only}")
+    # run as a script, sys.path starts at tests/: put this checkout's root first, so a git
+    # worktree records its own code and not that of another checkout installed in the venv
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # --only re-records the named runs and keeps every other run's record as it is
+    record = json.loads(DATA.read_text()) if DATA.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
-        record = {name: run(name, Path(tmp)) for name in RUNS}
+        record.update({name: run(name, Path(tmp)) for name in only})
     DATA.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {DATA}")
+    print(f"wrote {DATA} ({', '.join(only)} re-recorded)")

@@ -79,3 +79,28 @@ def test_bound_table():
     assert y[1] == pytest.approx(100 * 512 * 2)  # ln 64 / ln 8 = 2
     assert bounds.num_iterations(8) == math.ceil(16 * math.log(8))
     np.testing.assert_allclose(bounds.iteration_log_factor([math.e]), [1.0])
+
+
+@pytest.mark.parametrize("correction", [40.0 / 3.0, -3.0])
+def test_lower_order_fit_recovers_the_leading_exponent_that_a_plain_slope_misses(correction):
+    x = np.array([8.0, 16, 32, 64, 128, 256])
+    y = 3.0 * x**2 * (x + correction)  # a H^3 + b H^2
+    plain, _ = fitting.loglog_slope(x, y)
+    assert abs(plain - 3.0) > 0.1  # the lower-order term bends the plain slope
+    rng = np.random.default_rng(0)
+    noisy = y[:, None] * np.exp(0.03 * rng.standard_normal((x.size, 200)))
+    fit = fitting.lower_order_fit(x, y, noisy)
+    assert fit.exponent == pytest.approx(3.0, abs=1e-3)
+    assert fit.correction == pytest.approx(correction, rel=1e-2)
+    assert fit.amplitude == pytest.approx(3.0, rel=1e-2)
+    assert fit.ci_low <= 3.0 <= fit.ci_high and fit.ci_high - fit.ci_low < 1.5
+    assert fit.num_boot == 200
+
+
+def test_lower_order_fit_needs_four_positive_points():
+    x = np.array([8.0, 16, 32])
+    with pytest.raises(ValueError, match="at least|>= 4"):
+        fitting.lower_order_fit(x, x**3, (x**3)[:, None] * np.ones((3, 5)))
+    x = np.array([8.0, 16, 32, 64])
+    with pytest.raises(ValueError, match="positive"):
+        fitting.lower_order_fit(x, -(x**3), np.ones((4, 5)))

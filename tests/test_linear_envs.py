@@ -271,3 +271,16 @@ def test_f4_rotation_spreads_every_feature_and_keeps_the_mdp_and_its_design():
 def test_f4_rejects_bad_arguments_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         family_f4(16.0, **kwargs)
+
+
+def test_f4_is_registered_and_built_by_name_like_the_other_families():
+    from envs.linear import DIMENSION_FAMILIES, F4_BASE_DIM, FAMILIES
+
+    assert set(FAMILIES) == {"F1", "F2", "F3", "F4"} and DIMENSION_FAMILIES == ("F4",)
+    dims = {name: FAMILIES[name](16.0, epsilon=0.25).dim for name in FAMILIES}
+    assert dims == {"F1": 4, "F2": 6, "F3": 8, "F4": F4_BASE_DIM}
+    # epsilon reaches the family (a smaller gap), and F4 takes its dimension by keyword
+    assert FAMILIES["F4"](16.0, epsilon=0.25).name == family_f4(16.0, dim=6, epsilon=0.25).name
+    np.testing.assert_array_equal(FAMILIES["F4"](16.0, epsilon=0.25).factors, family_f4(16.0, 6, 0.25).factors)
+    assert not np.allclose(FAMILIES["F4"](16.0, epsilon=0.25).factors, FAMILIES["F4"](16.0, epsilon=0.5).factors)
+    assert FAMILIES["F4"](16.0, dim=20, epsilon=0.5).dim == 20

@@ -119,3 +119,92 @@ def slope_with_ci(x, y, y_boot, confidence: float = 0.95) -> SlopeFit:
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(slopes, [alpha, 1.0 - alpha])
     return SlopeFit(slope, intercept, float(low), float(high), tuple(float(s) for s in local_slopes(x, y)), y_boot.shape[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerOrderFit:
+    """``y = a x^p + b x^(p - 1)``: a leading power law with its first lower-order term.
+
+    ``exponent`` is ``p`` (the leading exponent), ``correction`` is ``c = b / a`` (so
+    ``y = a x^(p - 1) (x + c)``: the lower-order term matters while ``x`` is not large against
+    ``|c|``), with percentile intervals over the replicates.
+    """
+
+    exponent: float
+    amplitude: float
+    correction: float
+    ci_low: float
+    ci_high: float
+    correction_ci: tuple[float, float]
+    num_boot: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _lower_order_losses(p: np.ndarray, x: np.ndarray, y: np.ndarray):
+    """For each exponent ``p[P]`` and each column of ``y[n, B]``: ``(a, b, loss)``, each ``[P, B]``.
+
+    ``(a, b)`` solve the (linear) relative least squares ``sum_i ((a x_i^p + b x_i^(p-1)) / y_i - 1)^2``
+    in closed form; ``loss`` is the log-space residual ``sum_i log(fitted_i / y_i)^2`` (inf where a
+    fitted value is not positive).
+    """
+    powers = x[None, :] ** p[:, None]  # [P, n]
+    u = powers[:, :, None] / y[None]  # [P, n, B]
+    v = u / x[None, :, None]
+    uu, uv, vv = (u * u).sum(1), (u * v).sum(1), (v * v).sum(1)
+    u1, v1 = u.sum(1), v.sum(1)
+    det = uu * vv - uv * uv
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (vv * u1 - uv * v1) / det
+        b = (uu * v1 - uv * u1) / det
+        fitted = (a[:, None] * u + b[:, None] * v) * y[None]  # [P, n, B]
+        loss = np.where(np.all(fitted > 0, axis=1), np.sum(np.log(np.abs(fitted) / y[None]) ** 2, axis=1), np.inf)
+    loss = np.where(np.isfinite(loss), loss, np.inf)
+    return a, b, loss
+
+
+def _lower_order_many(x: np.ndarray, y: np.ndarray, exponent_range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(p, a, b)`` ``[B]`` for the columns of ``y[n, B]``: a grid of step 0.01, then 0.0005 around its best."""
+    coarse = np.arange(exponent_range[0], exponent_range[1] + 1e-9, 0.01)
+    _, _, loss = _lower_order_losses(coarse, x, y)
+    best = coarse[np.argmin(loss, axis=0)]  # [B]
+    offsets = np.arange(-0.01, 0.01 + 1e-12, 0.0005)
+    p_out, a_out, b_out = (np.empty(y.shape[1]) for _ in range(3))
+    for j in range(y.shape[1]):
+        fine = np.clip(best[j] + offsets, *exponent_range)
+        a, b, loss = _lower_order_losses(fine, x, y[:, j : j + 1])
+        i = int(np.argmin(loss[:, 0]))
+        p_out[j], a_out[j], b_out[j] = fine[i], a[i, 0], b[i, 0]
+    return p_out, a_out, b_out
+
+
+def lower_order_fit(x, y, y_boot, confidence: float = 0.95, exponent_range=(0.0, 8.0)) -> LowerOrderFit:
+    """Fit ``y = a x^p + b x^(p - 1)`` (log-space least squares) and bootstrap ``p``.
+
+    The leading exponent ``p`` of a quantity whose next term is one power lower (for ``N*(H)``:
+    the ``ceil`` allocation's up to one call per point and iteration, a cost ``~ K`` per point
+    next to the ``~ K M`` of the leading term). Three parameters: needs at least four points.
+
+    Args:
+      x, y: ``[n]`` positive point estimates, ``n >= 4``.
+      y_boot: ``[n, B]`` replicates of ``y`` (each refitted).
+      exponent_range: the interval searched for ``p``.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    y_boot = np.asarray(y_boot, np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 4:
+        raise ValueError(f"a lower-order fit has three parameters and needs x, y of equal length >= 4, got {x.shape}, {y.shape}")
+    if y_boot.ndim != 2 or y_boot.shape[0] != x.size:
+        raise ValueError(f"y_boot must be [len(x), B], got {y_boot.shape}")
+    if np.any(x <= 0) or np.any(y <= 0) or np.any(y_boot <= 0):
+        raise ValueError("lower-order fits need positive x, y and replicates")
+    (p,), (a,), (b,) = _lower_order_many(x, y[:, None], exponent_range)
+    boot_p, boot_a, boot_b = _lower_order_many(x, y_boot, exponent_range)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(boot_p, [alpha, 1.0 - alpha])
+    corrections = boot_b / boot_a
+    c_low, c_high = np.quantile(corrections, [alpha, 1.0 - alpha])
+    correction_ci = (float(c_low), float(c_high))
+    return LowerOrderFit(float(p), float(a), float(b / a), float(low), float(high), correction_ci, y_boot.shape[1])
