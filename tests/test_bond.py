@@ -158,3 +158,12 @@ def test_bond_reaches_best_of_n_on_an_enumerable_task():
         start, final = float(curves["kl_bon_forward"][0]), float(curves["kl_bon_forward"][-1])
         assert start > 0.3 and final < 0.02, (n, start, final)
         assert float(curves["golden"][-1]) > float(curves["golden"][0])
+
+
+def test_inverse_cdf_sampling_matches_the_row_distributions():
+    log_p = jnp.log(jnp.asarray([[0.5, 0.0, 0.2, 0.3], [0.0, 0.0, 0.0, 1.0]]))
+    draws = np.asarray(bond.sample_rows(jax.random.key(0), log_p, (20_000,)))
+    assert draws.shape == (2, 20_000)
+    freq = np.stack([np.bincount(row, minlength=4) / row.size for row in draws])
+    np.testing.assert_allclose(freq, np.exp(np.asarray(log_p)), atol=0.015)
+    assert np.all(freq[:, 1] == 0) and np.all(draws[1] == 3)
