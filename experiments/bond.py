@@ -63,7 +63,7 @@ class BondExperimentConfig:
     """Preference section: std of the fixed per-completion error of the proxy reward."""
     best_of: tuple[int, ...] = (4, 16)
     """Distil section: the N of the distilled Best-of-N."""
-    distil_steps: int = 1000
+    distil_steps: int = 2000
     iterate_n: int = 2
     anchor_period: int = 250
     anchor_updates: int = 5
@@ -116,7 +116,7 @@ def _task_arrays(config: alignment.PreferenceConfig, key, prompts: int, jitter: 
     return log_ref, train, golden
 
 
-N_GRID = 2.0 ** np.linspace(0.0, 9.0, 181)
+N_GRID = 2.0 ** np.linspace(0.0, 14.0, 281)
 
 
 def _effective_n(log_pi, log_ref, reward):
@@ -164,7 +164,7 @@ def run(config: BondExperimentConfig) -> dict:
     distil = {}
     for n in config.best_of:
         for method, b in (("forward", 0.0), ("backward", 1.0), ("jeffreys", 0.5)):
-            cfg = bond.BondConfig(method=method, n=n, b=b, steps=config.distil_steps, **common)
+            cfg = bond.BondConfig(method=method, n=n, b=b, steps=config.distil_steps, lr_decay=True, **common)
             _, curves = _train(cfg, seed_keys, log_ref, reward, golden, {"beta": 1.0, "eval_n": n})
             curves = jax.device_get(curves)
             steps = np.arange(curves["kl_ref"].shape[-1]) * config.eval_every
@@ -203,7 +203,8 @@ def run(config: BondExperimentConfig) -> dict:
         low, high = stats.interval(np.log2(values))
         growth.append(
             {"anchor updates M": m, "paper n^M": n**m, "measured N (geo-mean)": float(2 ** np.mean(np.log2(values))),
-             "95% CI": f"[{2**low:.2f}, {2**high:.2f}]", "KL(BoN_N || pi) at fit": float(np.mean(curves["effective_n_kl_fit"][:, j]))}
+             "95% CI": f"[{2**low:.2f}, {2**high:.2f}]",
+             "KL(BoN_N || pi) at fit": float(np.mean(curves["effective_n_kl_fit"][:, j]))}
         )  # fmt: skip
     timings["iterate"] = time.perf_counter() - started - sum(timings.values())
 
@@ -240,7 +241,8 @@ def run(config: BondExperimentConfig) -> dict:
                                  "golden": float(jnp.mean(jnp.sum(jnp.exp(log_bon) * golden, -1)))})  # fmt: skip
     for beta in np.geomspace(0.02, 3.0, 12):
         log_star = rl.kl_optimum(proxy, log_ref, float(beta))
-        reference_curves.append({"curve": "exact KL optimum", "x": float(beta), "kl_ref": float(jnp.mean(rl.exact_kl(log_star, log_ref))),
+        reference_curves.append({"curve": "exact KL optimum", "x": float(beta),
+                                 "kl_ref": float(jnp.mean(rl.exact_kl(log_star, log_ref))),
                                  "golden": float(jnp.mean(jnp.sum(jnp.exp(log_star) * golden, -1)))})  # fmt: skip
     for point in reference_curves:
         for metric in ("kl_ref", "golden"):
@@ -257,7 +259,7 @@ def run(config: BondExperimentConfig) -> dict:
     summary = {
         "distil": _distil_table(distil),
         "iterate_growth": growth,
-        "jbond_effective_n_final": _ci(iterate["J-BOND"][1]["effective_n"][:, -1]),
+        "jbond_growth": _jbond_growth(*iterate["J-BOND"]),
         "preference_final": _pref_table(pref),
         "matched_kl": matched,
         "seeds": S,
@@ -269,6 +271,7 @@ def run(config: BondExperimentConfig) -> dict:
     print(f"\nBOND on golden preference tasks ({S} seeds; tabular policies, exact metrics)")
     print(format_table(summary["distil"]))
     print(format_table(growth))
+    print(format_table(summary["jbond_growth"]))
     print(format_table(summary["preference_final"]))
     print(format_table(matched))
     print(f"results in {run_dir.path} ({elapsed:.1f} s)")
@@ -300,8 +303,12 @@ def _distil_table(distil) -> list[dict]:
 
 def _pref_table(pref) -> list[dict]:
     return [
-        {"method": name, "golden final [95% CI]": _fmt(_ci(c["golden"][:, -1])), "proxy final": float(np.mean(c["reward"][:, -1])),
-         "KL(pi||ref) final": float(np.mean(c["kl_ref"][:, -1]))}  # fmt: skip
+        {
+            "method": name,
+            "golden final [95% CI]": _fmt(_ci(c["golden"][:, -1])),
+            "proxy final": float(np.mean(c["reward"][:, -1])),
+            "KL(pi||ref) final": float(np.mean(c["kl_ref"][:, -1])),
+        }  # fmt: skip
         for name, c in pref.items()
     ]
 
@@ -316,23 +323,39 @@ def _front(kl, golden, at):
     return float(np.interp(at, kl, golden))
 
 
-def _matched_kl(pref, betas) -> list[dict]:
-    """Per seed: each BOND variant's golden reward at its final KL minus the RLOO + KL front's
-    (all RLOO evaluation points of that seed, every beta and step) at the same KL."""
+def _matched_kl(pref, betas, levels=(0.5, 1.0, 1.5, 2.0, 3.0, 4.0)) -> list[dict]:
+    """Golden reward at equal KL: at each KL level, each BOND variant's trajectory (upper envelope
+    of its evaluation points) minus the RLOO + KL front (all RLOO evaluation points of that seed,
+    every beta and step), per seed; levels outside a seed's range of either are skipped."""
     rows = []
     rloo = [pref[f"RLOO+KL beta={b:g}"] for b in betas]
     for name in ("J-BOND", "Jeffreys BOND N=16"):
         c = pref[name]
-        diffs = []
-        for s in range(c["kl_ref"].shape[0]):
-            kl = np.concatenate([r["kl_ref"][s] for r in rloo])
-            golden = np.concatenate([r["golden"][s] for r in rloo])
-            diffs.append(c["golden"][s, -1] - _front(kl, golden, c["kl_ref"][s, -1]))
-        diffs = np.asarray(diffs)
-        ok = np.isfinite(diffs)
-        ci = _ci(diffs[ok]) if ok.sum() >= 2 else {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-        rows.append({"method": name, "final KL": float(np.mean(c["kl_ref"][:, -1])),
-                     "golden - RLOO front at that KL [95% CI]": _fmt(ci), "seeds inside RLOO's KL range": int(ok.sum())})  # fmt: skip
+        for level in levels:
+            diffs = []
+            for s in range(c["kl_ref"].shape[0]):
+                kl = np.concatenate([r["kl_ref"][s] for r in rloo])
+                golden = np.concatenate([r["golden"][s] for r in rloo])
+                diffs.append(_front(c["kl_ref"][s], c["golden"][s], level) - _front(kl, golden, level))
+            diffs = np.asarray(diffs)
+            ok = np.isfinite(diffs)
+            if ok.sum() < 2:
+                continue
+            rows.append({"method": name, "KL level": level, "golden - RLOO front [95% CI]": _fmt(_ci(diffs[ok])),
+                         "seeds": int(ok.sum())})  # fmt: skip
+    return rows
+
+
+def _jbond_growth(steps, curves, at=(100, 250, 500, 750, 1000, 1500)) -> list[dict]:
+    rows = []
+    for step in at:
+        j = int(np.searchsorted(steps, step))
+        if j < len(steps) and steps[j] == step:
+            values = np.log2(curves["effective_n"][:, j])
+            low, high = stats.interval(values)
+            rows.append({"step": step, "J-BOND effective N (geo-mean)": float(2 ** values.mean()),
+                         "95% CI": f"[{2**low:.1f}, {2**high:.1f}]",
+                         "KL(pi||ref)": float(curves["kl_ref"][:, j].mean())})  # fmt: skip
     return rows
 
 
@@ -376,4 +399,3 @@ def _plot(config, run_dir, distil, iterate, growth, pref, reference_curves) -> P
         ax.set_title(f"preference task, proxy = golden + {config.proxy_noise:g} noise (along training)")
         ax.legend(fontsize=6)
     return path
-

@@ -153,7 +153,8 @@ def run(config: WarpConfig) -> dict:
         for i in range(len(anchors)):
             for j, step in enumerate(steps):
                 point = {"round": round_index, "variant": f"single run ({anchors[i]} anchor)", "seed": int(seed_of[i]),
-                         "run": int(run_of[i]), "step": int(step), **{k: float(v[i, j]) for k, v in evaluations.items()}}  # fmt: skip
+                         "run": int(run_of[i]), "step": int(step),
+                         **{k: float(v[i, j]) for k, v in evaluations.items()}}  # fmt: skip
                 trajectories.append(point)
                 for metric in ("golden", "proxy", "kl_ref"):
                     rows.append({"section": "trajectory", "round": round_index, "variant": point["variant"],
@@ -175,9 +176,7 @@ def run(config: WarpConfig) -> dict:
                 for eta in config.etas:
                     stacked.append(weights.liti(align_common.take(init_per_seed, s), per_seed[s], eta))
                     labels.append((name, s, eta))
-        metrics = jax.device_get(
-            exact_many(align_common.stack_trees(stacked), jnp.asarray([s for _, s, _ in labels]), data)
-        )
+        metrics = jax.device_get(exact_many(align_common.stack_trees(stacked), jnp.asarray([s for _, s, _ in labels]), data))
         for i, (name, s, eta) in enumerate(labels):
             point = {"round": round_index, "variant": f"{name} + LITI", "seed": s, "eta": eta,
                      **{k: float(v[i]) for k, v in metrics.items()}}  # fmt: skip
@@ -274,7 +273,9 @@ def _tables(config, trajectories, fronts) -> dict:
     finals = []
     for variant in sorted({t["variant"] for t in trajectories if t["round"] == 1}):
         points = [t for t in trajectories if t["round"] == 1 and t["variant"] == variant and t["step"] == final_step]
-        finals.append({"policy": f"round 1 {variant}, final", **{m: _ci([p[m] for p in points]) for m in ("golden", "proxy", "kl_ref")}})
+        finals.append(
+            {"policy": f"round 1 {variant}, final", **{m: _ci([p[m] for p in points]) for m in ("golden", "proxy", "kl_ref")}}
+        )
     for round_index in sorted({f["round"] for f in fronts}):
         for variant in sorted({f["variant"] for f in fronts if f["round"] == round_index}):
             for eta in (config.liti_eta, 1.0):
@@ -293,7 +294,12 @@ def _tables(config, trajectories, fronts) -> dict:
                     kl, value = [f["kl_ref"] for f in front], [f[metric] for f in front]
                     gaps = []
                     for t in trajectories:
-                        if t["round"] == round_index and t["seed"] == s and t["variant"] == "single run (EMA anchor)" and t["step"] > 0:
+                        if (
+                            t["round"] == round_index
+                            and t["seed"] == s
+                            and t["variant"] == "single run (EMA anchor)"
+                            and t["step"] > 0
+                        ):
                             v = _front_value(kl, value, t["kl_ref"])
                             if math.isfinite(v):
                                 gaps.append(v - t[metric])
@@ -318,7 +324,7 @@ def _plot(config, run_dir, trajectories, fronts) -> Path:
     colors = {"single run (fixed anchor)": "tab:grey", "single run (EMA anchor)": "tab:blue"}
     with figure(path, 1, 2, figsize=(13, 4.8)) as (_, axes):
         for ax, metric in zip(axes, ("golden", "proxy")):
-            for (round_index, variant, seed, run), group in traj.groupby(["round", "variant", "seed", "run"]):
+            for (round_index, variant, _seed, _run), group in traj.groupby(["round", "variant", "seed", "run"]):
                 ax.plot(group.kl_ref, group[metric], color=colors[variant] if round_index == 1 else "tab:cyan",
                         lw=0.7, alpha=0.5)  # fmt: skip
             styles = {"SLERP + LITI": "o-", "LERP + LITI": "s--", "SLERP + LITI (fixed-anchor runs)": "^:"}

@@ -196,6 +196,9 @@ class BondConfig:
     anchor_kl: float = 0.0
     """J-BOND: extra weight of ``KL(pi || anchor)`` on top of the backward term's own."""
     learning_rate: float = 0.05
+    lr_decay: bool = False
+    """Cosine decay of the Adam step to a tenth over ``steps`` (less sampling noise at the end;
+    off for a moving anchor, whose later distillations need the full step)."""
     steps: int = 1000
     eval_every: int = 50
 
@@ -266,15 +269,14 @@ def make_tabular_train(config: BondConfig):
     vmappable over keys and tasks.
     """
     c = config
-    optimizer = optax.adam(c.learning_rate)
+    rate = optax.cosine_decay_schedule(c.learning_rate, c.steps, 0.1) if c.lr_decay else c.learning_rate
+    optimizer = optax.adam(rate)
     intervals = c.steps // c.eval_every
 
     def train(key, log_ref, reward, golden, hyper):
         chex.assert_equal_shape([log_ref, reward, golden])
-        X = log_ref.shape[0]
         log_bon = best_of_n_log_probs(log_ref, reward, hyper["eval_n"])
         p_le_ref, _, _ = reward_quantiles(log_ref, reward)
-        rows = jnp.arange(X)[:, None]
 
         def loss_fn(theta, anchor, key):
             log_pi = jax.nn.log_softmax(theta)
