@@ -1,6 +1,6 @@
 """``mdvi-lab warp``: WARP (Rame et al. 2024, arXiv 2406.16768) on the oracle LM, evaluated exactly.
 
-A small preference task of :mod:`envs.alignment` (84 completions per prompt, so every
+The preference task of :mod:`envs.alignment` (584 completions per prompt, so every
 expectation and KL over the held-out prompts is an exact sum). Per seed: an SFT policy (MLE on
 oracle completions) is ``theta_init``; RLOO (:mod:`agents.lm.warp`) maximises a *proxy* reward,
 the golden reward plus a length bonus that the golden reward penalises (a reward that can be
@@ -32,7 +32,6 @@ import numpy as np
 from agents.lm import LMConfig, TransformerSpec, language_model, rl, warp, weights
 from envs import alignment, token_mdp
 from experiments import align_common, stats
-from experiments.bond import SMALL_TASK
 from experiments.plotting import figure
 from experiments.results import RunDir, format_table
 
@@ -43,8 +42,8 @@ MODEL = TransformerSpec(num_layers=1, width=32, num_heads=2)
 class WarpConfig:
     """WARP: EMA anchor, SLERP of task vectors, LITI, iterations (exact golden / proxy / KL)."""
 
-    task: alignment.PreferenceConfig = SMALL_TASK
-    """The golden preference task (envs/alignment.py), enumerable."""
+    task: alignment.PreferenceConfig = alignment.PreferenceConfig()
+    """The golden preference task (envs/alignment.py), enumerable (584 completions per prompt)."""
     length_bonus: float = 0.6
     """Proxy = golden + length_bonus * len(y) / max_completion (the golden reward penalises length)."""
     sft: LMConfig = LMConfig(model=MODEL, objective="mle", batch_size=32, steps=300, eval_every=100, learning_rate=3e-3)
@@ -136,7 +135,7 @@ def run(config: WarpConfig) -> dict:
     exact_many = jax.jit(jax.vmap(exact, in_axes=(0, 0, None)))
     prompt_rows = jnp.pad(train_prompts, ((0, 0), (0, T - P)))
     rl_config = dataclasses.replace(config.rl, model=config.sft.model)
-    rows, trajectories, fronts = [], [], []
+    rows, trajectories, fronts, cosines = [], [], [], []
 
     def final_params(init, mus, seed_of, key):
         """RLOO from ``init`` (stacked [R]) with EMA steps ``mus [R]``, exact evaluation every chunk:
@@ -168,6 +167,7 @@ def run(config: WarpConfig) -> dict:
         for s in range(S):
             members = [align_common.take(run_params, i) for i in range(len(seed_of_runs)) if int(seed_of_runs[i]) == s]
             theta_init = align_common.take(init_per_seed, s)
+            cosines.append({"round": round_index, "seed": s, **_task_vector_cosines(theta_init, members[0], members[1])})
             merged["SLERP"].append(weights.slerp_merge(theta_init, members))
             merged["LERP"].append(weights.average(members))
         stacked, labels = [], []
@@ -221,6 +221,7 @@ def run(config: WarpConfig) -> dict:
     summary = {
         "task": {"targets": task.targets, "forbidden": task.forbidden, "completions_per_prompt": int(Mc)},
         **tables,
+        "task_vector_cosines": cosines,
         "seeds": S,
         "seconds": elapsed,
         "stage_seconds": timings,
@@ -228,7 +229,7 @@ def run(config: WarpConfig) -> dict:
     }
     run_dir.write_summary(summary)
     print(f"\nWARP on a golden preference task ({S} seeds, M = {M}, beta = {config.beta:g}, mu = {config.mu:g})")
-    for name, table in tables.items():
+    for name, table in {**tables, "task vector cosines (runs 0 and 1)": cosines}.items():
         print(name)
         print(format_table(table))
     print(f"results in {run_dir.path} ({elapsed:.1f} s)")
@@ -251,6 +252,19 @@ def _sweep_fixed(config, S, sft_params, run_params, seed_of_runs, exact_many, da
         for metric in ("golden", "proxy", "kl_ref"):
             rows.append({"section": "liti", "round": 1, "variant": point["variant"], "seed": s, "run": "", "x": eta,
                          "metric": metric, "value": point[metric]})  # fmt: skip
+
+
+def _task_vector_cosines(theta_init, theta_a, theta_b) -> dict:
+    """Cosine between two runs' task vectors: over all parameters, and the min / mean over tensors
+    (SLERP falls back to lerp for a tensor whose |cos| exceeds weights.DOT_THRESHOLD)."""
+    da = jax.tree.leaves(weights.task_vector(theta_a, theta_init))
+    db = jax.tree.leaves(weights.task_vector(theta_b, theta_init))
+    per = [float(jnp.sum(a * b) / (jnp.linalg.norm(a.ravel()) * jnp.linalg.norm(b.ravel()) + 1e-12)) for a, b in zip(da, db)]
+    flat_a = jnp.concatenate([a.ravel() for a in da])
+    flat_b = jnp.concatenate([b.ravel() for b in db])
+    overall = float(flat_a @ flat_b / (jnp.linalg.norm(flat_a) * jnp.linalg.norm(flat_b) + 1e-12))
+    return {"cos (all parameters)": overall, "cos per tensor (min)": min(per), "cos per tensor (mean)": float(np.mean(per)),
+            "tensors past the lerp threshold": int(sum(abs(c) > weights.DOT_THRESHOLD for c in per))}  # fmt: skip
 
 
 def _ci(values) -> str:
@@ -312,7 +326,26 @@ def _tables(config, trajectories, fronts) -> dict:
                         _ci(per_seed) if len(per_seed) >= 2 else "n/a",
                     "points compared": covered,
                 })  # fmt: skip
-    return {"policies": finals, "dominance": dominance}
+    # anchors: EMA single-run points against the fixed-anchor runs' trajectory front, at equal KL
+    per_seed, covered = {"golden": [], "proxy": []}, 0
+    for s in range(config.seeds):
+        fixed = [t for t in trajectories if t["round"] == 1 and t["seed"] == s and t["variant"] == "single run (fixed anchor)"]
+        for metric in ("golden", "proxy"):
+            gaps = []
+            for t in trajectories:
+                if t["round"] == 1 and t["seed"] == s and t["variant"] == "single run (EMA anchor)" and t["step"] > 0:
+                    v = _front_value([f["kl_ref"] for f in fixed], [f[metric] for f in fixed], t["kl_ref"])
+                    if math.isfinite(v):
+                        gaps.append(t[metric] - v)
+            covered += len(gaps) if metric == "golden" else 0
+            if gaps:
+                per_seed[metric].append(float(np.mean(gaps)))
+    anchors = [
+        {"comparison": "EMA-anchor run points - fixed-anchor trajectory front at equal KL", "metric": metric,
+         "mean [95% CI over seeds]": _ci(values) if len(values) >= 2 else "n/a", "points compared": covered}
+        for metric, values in per_seed.items()
+    ]  # fmt: skip
+    return {"policies": finals, "dominance": dominance, "anchors": anchors}
 
 
 def _plot(config, run_dir, trajectories, fronts) -> Path:
