@@ -12,7 +12,8 @@ metric is an exact sum over completions. Three sections:
    policy (the real ``N`` whose exact Best-of-N of ``pi_ref`` is closest to the policy in
    ``KL(pi_BoN || pi)``) against the paper's ``n^M`` after ``M`` anchor updates.
 3. ``preference`` (the larger preference task of :mod:`envs.alignment`, 584 completions per
-   prompt): J-BOND and Jeffreys BOND (N = 16) against RLOO + KL for a sweep of beta, all trained
+   prompt): J-BOND and forward / backward / Jeffreys BOND (N = 16) against RLOO + KL for a sweep
+   of beta, all trained
    on a proxy reward (the golden reward plus a fixed per-completion error, a stand-in for a
    learned reward model), evaluated on the golden reward against ``KL(pi || pi_ref)``; the
    exact Best-of-N and KL-regularized-optimum curves of the proxy are drawn for reference.
@@ -147,7 +148,7 @@ def run(config: BondExperimentConfig) -> dict:
         quantile_samples=config.quantile_samples, learning_rate=config.learning_rate, eval_every=config.eval_every,
     )  # fmt: skip
     rows, timings = [], {}
-    jobs = len(config.best_of) * 3 + 2 + 3
+    jobs = len(config.best_of) * 3 + 2 + 5
     bar = tqdm(total=jobs, desc="bond", disable=not config.progress, leave=False)
 
     def record(section, method, curves, steps, metrics):
@@ -215,8 +216,12 @@ def run(config: BondExperimentConfig) -> dict:
         steps=config.jbond_steps, policy_samples=config.policy_samples, learning_rate=config.learning_rate,
         eval_every=config.eval_every,
     )  # fmt: skip
-    jeff = bond.BondConfig(method="jeffreys", n=16, b=0.5, steps=config.jbond_steps, **common)
-    for name, cfg in (("J-BOND", jb), ("Jeffreys BOND N=16", jeff)):
+    variants = [("J-BOND", jb)] + [
+        (f"{label} N=16", bond.BondConfig(method=method, n=16, b=b, steps=config.jbond_steps, **common))
+        for label, method, b in (("Jeffreys BOND", "jeffreys", 0.5), ("forward BOND", "forward", 0.0),
+                                 ("backward BOND", "backward", 1.0))
+    ]  # fmt: skip
+    for name, cfg in variants:
         _, curves = _train(cfg, seed_keys, log_ref, proxy, golden, {"beta": 1.0, "eval_n": 16})
         curves = {k: v for k, v in jax.device_get(curves).items() if k != "log_pi"}
         pref[name] = curves
@@ -329,7 +334,7 @@ def _matched_kl(pref, betas, levels=(0.5, 1.0, 1.5, 2.0, 3.0, 4.0)) -> list[dict
     every beta and step), per seed; levels outside a seed's range of either are skipped."""
     rows = []
     rloo = [pref[f"RLOO+KL beta={b:g}"] for b in betas]
-    for name in ("J-BOND", "Jeffreys BOND N=16"):
+    for name in [n for n in pref if "BOND" in n]:
         c = pref[name]
         for level in levels:
             diffs = []

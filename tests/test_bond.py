@@ -167,3 +167,34 @@ def test_inverse_cdf_sampling_matches_the_row_distributions():
     freq = np.stack([np.bincount(row, minlength=4) / row.size for row in draws])
     np.testing.assert_allclose(freq, np.exp(np.asarray(log_p)), atol=0.015)
     assert np.all(freq[:, 1] == 0) and np.all(draws[1] == 3)
+
+
+@pytest.mark.slow  # ~20 s per gamma on a loaded 2-core machine (sampling compiles twice)
+def test_jbond_objective_trains_a_language_model_and_moves_its_ema_anchor():
+    """J-BOND as a trainer objective: finite losses, and after each step the anchor is the EMA
+    (gamma) of the policy's weights; gamma = 1 makes it the policy itself."""
+    import dataclasses
+
+    from agents.lm import LMConfig, TransformerSpec, make_trainer, objectives, weights
+
+    task = TASK.build()
+    space = task.space
+    prompts = jnp.pad(token_mdp.sample_prompts(task.oracle, jax.random.key(0), 16, 2), ((0, 0), (0, space.window - 2)))
+    config = LMConfig(model=TransformerSpec(num_layers=1, width=16, num_heads=2), objective="mle", batch_size=4,
+                      steps=2, eval_every=1, learning_rate=1e-2, warmup_steps=1)  # fmt: skip
+    for gamma in (0.25, 1.0):
+        name = f"jbond_test_{gamma}"
+        objectives.register(bond.jbond_objective(name, lambda p, t: task.reward(t), 2, 4, gamma=gamma), replace=True)
+        trainer = make_trainer(dataclasses.replace(config, objective=name), space)
+        state = trainer.init(jax.random.key(1), prompts)
+        anchor0 = state.extra["anchor"]
+        # two steps: the warmup schedule's first step has step size 0, so theta_1 = anchor_0 and
+        # after step 2 the anchor is ema(theta_2, anchor_0)
+        state1, curves = trainer.run(state, prompts, None, prompts.shape[0], 2)
+        assert np.all(np.isfinite(np.asarray(curves["loss"])))
+        assert 0.0 <= float(curves["loses_to_both"][0]) <= 1.0
+        expected = weights.ema(state1.params, anchor0, gamma)
+        for got, want in zip(jax.tree.leaves(state1.extra["anchor"]), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+        moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(anchor0)))
+        assert moved > 0

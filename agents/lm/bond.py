@@ -355,3 +355,75 @@ def make_tabular_train(config: BondConfig):
         return theta, curves
 
     return train
+
+
+# ---------------------------------------------------------------------------------------------
+# J-BOND as an objective of the LM trainer (transformer policies)
+# ---------------------------------------------------------------------------------------------
+
+
+def jbond_objective(
+    name: str, reward, prompt_length: int, num_samples: int = 4, *, b: float = 0.5, gamma: float = 0.02,
+    penalty: float = JBOND_PENALTY, anchor_kl: float = 0.0,
+):  # fmt: skip
+    """J-BOND (Sec. 6, Algorithm 2) for a language model, as an objective of the lab's trainer.
+
+    Extra state ``{"anchor": params, "reward": params}`` (pass the SFT parameters as the anchor).
+    Each step: ``num_samples`` policy completions of each of ``config.batch_size`` training
+    prompts, and two anchor completions per policy completion. The forward term is maximum
+    likelihood on the better of each anchor pair (Best-of-2 of the anchor); the backward term is
+    RLOO on :func:`jbond_reward` minus ``(1 + anchor_kl) log(pi / pi_anchor)``; the loss is
+    ``(1 - b)`` forward + ``b`` backward. After each optimizer step the anchor takes an EMA step
+    ``anchor <- (1 - gamma) anchor + gamma theta`` (:func:`agents.lm.weights.ema`). Settings as
+    in :func:`jbond_config` (the same **unconfirmed** values).
+    """
+    from agents.lm.objectives import Batch, Objective
+    from agents.lm.sampling import sample, sequence_log_probs
+
+    def make_batch(ctx, key):
+        key_data, key_policy, key_anchor = jax.random.split(key, 3)
+        index = jax.random.randint(key_data, (ctx.config.batch_size,), 0, ctx.num_sequences)
+        prompts = jnp.repeat(ctx.data[index, :prompt_length], num_samples, axis=0)  # [B k, P]
+        params = jax.lax.stop_gradient(ctx.params)
+        anchor = ctx.extra["anchor"]
+        policy = sample(ctx.model.decoder, params, key_policy, prompts.shape[0], prompts=prompts)
+        pairs = sample(ctx.model.decoder, anchor, key_anchor, 2 * prompts.shape[0], prompts=jnp.repeat(prompts, 2, 0))
+        pair_rewards = reward(ctx.extra.get("reward"), pairs.tokens).reshape(-1, 2)
+        best = jnp.take_along_axis(pairs.tokens.reshape(-1, 2, pairs.tokens.shape[-1]),
+                                   jnp.argmax(pair_rewards, -1)[:, None, None], 1)[:, 0]  # fmt: skip
+        scores = reward(ctx.extra.get("reward"), policy.tokens)
+        log_anchor = sequence_log_probs(ctx.model.logits(anchor, policy.tokens), policy.tokens, ctx.model.space, prompt_length)
+        rewards = {
+            "jbond": jbond_reward(scores, pair_rewards, penalty).reshape(-1, num_samples),
+            "log_ratio": (jnp.sum(policy.log_probs, -1) - log_anchor).reshape(-1, num_samples),
+            "reward": scores,
+            "best": best,
+        }
+        return Batch(policy.tokens, policy.mask, policy, rewards)
+
+    def loss(params, model, batch, extra, hyper):
+        del extra, hyper
+        log_pi = sequence_log_probs(model.logits(params, batch.tokens), batch.tokens, model.space, prompt_length)
+        best = batch.rewards["best"]
+        log_best = sequence_log_probs(model.logits(params, best), best, model.space, prompt_length)
+        advantages = rl.rloo_advantages(batch.rewards["jbond"], batch.rewards["log_ratio"], 1.0 + anchor_kl)
+        backward = rl.rloo_loss(log_pi.reshape(advantages.shape), advantages)
+        forward = forward_loss(log_best)
+        return (1.0 - b) * forward + b * backward, {
+            "reward": jnp.mean(batch.rewards["reward"]),
+            "kl_anchor": jnp.mean(batch.rewards["log_ratio"]),
+            "forward": forward,
+            "loses_to_both": jnp.mean(batch.rewards["jbond"] < 0),
+        }
+
+    def init_extra(params, given):
+        return {**given, "anchor": given.get("anchor", params)}
+
+    def update_extra(extra, params, hyper):
+        del hyper
+        return {**extra, "anchor": weights.ema(params, extra["anchor"], gamma)}
+
+    return Objective(
+        name, loss, make_batch=make_batch, init_extra=init_extra, update_extra=update_extra,
+        description=f"J-BOND (Sessa et al. 2024): Best-of-2 of an EMA anchor (gamma = {gamma:g}), Jeffreys b = {b:g}",
+    )  # fmt: skip
