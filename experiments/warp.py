@@ -132,7 +132,16 @@ def run(config: WarpConfig) -> dict:
             log_pi, data["log_sft"][seed], {"golden": data["golden"], "proxy": data["proxy"]}
         )
 
-    exact_many = jax.jit(jax.vmap(exact, in_axes=(0, 0, None)))
+    exact_vmapped = jax.jit(jax.vmap(exact, in_axes=(0, 0, None)))
+
+    def exact_many(stacked, seeds, data, chunk: int = 7):
+        """:func:`exact` of many stacked models, ``chunk`` at a time (bounded memory)."""
+        count = seeds.shape[0]
+        parts = [
+            jax.device_get(exact_vmapped(align_common.take(stacked, slice(i, i + chunk)), seeds[i : i + chunk], data))
+            for i in range(0, count, chunk)
+        ]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     prompt_rows = jnp.pad(train_prompts, ((0, 0), (0, T - P)))
     rl_config = dataclasses.replace(config.rl, model=config.sft.model)
     rows, trajectories, fronts, cosines = [], [], [], []
