@@ -59,17 +59,21 @@ def rl_runs(
     chunk: int,
     progress: bool = True,
     label: str = "RLOO",
+    extra_hyper: dict | None = None,
+    make_objective: Callable = rl.rloo_objective,
 ):
     """RLOO (:func:`agents.lm.rl.rloo_objective`) for ``R`` models at once (vmapped).
 
     ``init_params``, every leaf of ``extra`` (``{"reference", "reward"}``), ``prompt_rows [R, N, T]``
     (prompts in their first positions) and ``betas [R]`` carry a leading model axis.
     ``evaluate(params, index, evaluation_data) -> {name: scalar}`` runs after every ``chunk``
-    steps (and at step 0) on each model, outside the training program. Returns ``(params, curves, evaluations)``:
+    steps (and at step 0) on each model, outside the training program. ``extra_hyper`` adds
+    hyperparameters with a leading model axis (e.g. WARP's ``mu``); ``make_objective(name,
+    reward, prompt_length, num_samples)`` builds the objective (RLOO by default). Returns ``(params, curves, evaluations)``:
     the trainer's logged means ``{name: [R, points]}`` and ``{name: [R, chunks + 1]}``.
     """
     prompt_length = space.min_length - 1
-    objectives.register(rl.rloo_objective(name, reward, prompt_length, num_samples), replace=True)
+    objectives.register(make_objective(name, reward, prompt_length, num_samples), replace=True)
     config = dataclasses.replace(config, objective=name)
     trainer = make_trainer(config, space)
     optimizer = make_optimizer(config)
@@ -80,8 +84,10 @@ def rl_runs(
         return state._replace(params=params, opt_state=optimizer.init(params))
 
     state = jax.jit(jax.vmap(init))(jax.random.split(key, count), prompt_rows, init_params, extra)
-    hyper = {**config.hyperparameters(), "beta": jnp.asarray(betas, jnp.float32)}
-    axes = {k: 0 if k == "beta" else None for k in hyper}
+    varying = {"beta": jnp.asarray(betas, jnp.float32)}
+    varying.update({k: jnp.asarray(v, jnp.float32) for k, v in (extra_hyper or {}).items()})
+    hyper = {**config.hyperparameters(), **varying}
+    axes = {k: 0 if k in varying else None for k in hyper}
     intervals = chunk // config.eval_every
     run = jax.jit(jax.vmap(lambda s, t, h: trainer.run(s, t, h, t.shape[0], intervals), in_axes=(0, 0, axes)))
     evaluate_all = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))

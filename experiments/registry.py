@@ -58,6 +58,15 @@ COMMANDS: tuple[Command, ...] = (
             "SFT on hallucinating references, then RLOO against a learned entailment classifier for a "
             "sweep of beta; exact golden consistency, informativeness, extractiveness and length.",
             demo_section=None),  # likewise: 5 minutes as written
+    Command("bond", "experiments.bond", "BondExperimentConfig", "run",
+            "BOND / J-BOND (Best-of-N distillation) vs RLOO + KL with tabular policies over enumerated completions: "
+            "exact KL to pi_BoN, effective N of iterated BOND vs n^M, golden reward against KL.",
+            # no demo section: 13 compiled training programs take 1.2-1.8 min on 2 cores, far over ~40 s
+            demo_section=None),
+    Command("warp", "experiments.warp", "WarpConfig", "run",
+            "WARP: RLOO with a fixed vs EMA anchor, SLERP vs LERP of task vectors, LITI eta sweep, two iterations; "
+            "golden and proxy reward against exact KL to SFT.",
+            demo_section=None),  # SFT + two RLOO compiles: well over the tour's ~40 s per section
     Command("gkd", "experiments.gkd", "GKDConfig", "run",
             "GKD distillation on an oracle LM: lambda (on-policy fraction) x token divergence; exact golden metric."),
     Command("teacher-hacking", "experiments.teacher_hacking", "TeacherHackingConfig", "run",

@@ -119,6 +119,37 @@ def best_of_n(tokens: Array, rewards: Array, n: int) -> Array:
     return jnp.take_along_axis(groups, best[:, None, None], 1)[:, 0]
 
 
+def reward_quantiles(log_probs: Array, rewards: Array) -> tuple[Array, Array, Array]:
+    """``(p_le, p_lt, level)`` of every completion (last axis) under ``p = exp(log_probs)``.
+
+    ``p_le(y) = P(r(Y) <= r(y))``, ``p_lt(y) = P(r(Y) < r(y))`` and ``level(y) = P(r(Y) = r(y))``
+    (BOND, Sessa et al. 2024, Sec. 3: the quantiles ``p<=`` and ``p<``). Sort-based, ``O(M log M)``
+    per row, so a million completions cost a sort; ``level`` is summed over each tie group
+    directly (not as ``p_le - p_lt``), which keeps it exact for tiny masses.
+    """
+    chex.assert_equal_shape([log_probs, rewards])
+    p = jnp.exp(log_probs)
+    order = jnp.argsort(rewards, axis=-1, stable=True)
+    r_sorted = jnp.take_along_axis(rewards, order, -1)
+    p_sorted = jnp.take_along_axis(p, order, -1)
+    cumulative = jnp.concatenate([jnp.zeros_like(p_sorted[..., :1]), jnp.cumsum(p_sorted, -1)], -1)
+    search = {
+        side: jnp.vectorize(lambda a, v, side=side: jnp.searchsorted(a, v, side=side), signature="(m),(n)->(n)")
+        for side in ("left", "right")
+    }
+    first = search["left"](r_sorted, r_sorted)  # sorted index of each tie group's first member
+    size = r_sorted.shape[-1]
+    group_sum = jnp.vectorize(
+        lambda values, ids: jax.ops.segment_sum(values, ids, num_segments=size)[ids], signature="(m),(m)->(m)"
+    )
+    level_sorted = group_sum(p_sorted, first)
+    inverse = jnp.argsort(order, axis=-1)
+    level = jnp.take_along_axis(level_sorted, inverse, -1)
+    p_le = jnp.clip(jnp.take_along_axis(cumulative, search["right"](r_sorted, rewards), -1), 0.0, 1.0)
+    p_lt = jnp.clip(jnp.take_along_axis(cumulative, search["left"](r_sorted, rewards), -1), 0.0, 1.0)
+    return p_le, p_lt, level
+
+
 def best_of_n_log_probs(log_probs: Array, rewards: Array, n) -> Array:
     """Exact log-distribution of Best-of-``n`` over enumerated completions (last axis).
 
@@ -126,16 +157,17 @@ def best_of_n_log_probs(log_probs: Array, rewards: Array, n) -> Array:
     ``P_BoN(y) = (F(y)^n - F^-(y)^n) p(y) / P(r(Y) = r(y))``: the reward level's Best-of-n mass
     shared in proportion to ``p`` among equal rewards (which is what :func:`best_of_n`'s
     first-index tie break gives on i.i.d. draws). Without ties this is ``F(y)^n - F^-(y)^n``.
+    Computed in the form of BOND's Theorem 1 (Sessa et al. 2024, Eq. 1),
+    ``p(y) F^(n-1) sum_{i<n} (F^- / F)^i``, with the geometric sum as
+    ``expm1(n log a) / expm1(log a)``, ``log a = log1p(-level / F)``: no cancellation of
+    ``F^n - F^-^n`` when a completion's mass is tiny. ``n`` may be traced.
     """
-    chex.assert_equal_shape([log_probs, rewards])
-    p = jnp.exp(log_probs)
-    below_or_equal = rewards[..., None, :] <= rewards[..., :, None]  # [.., y, y']: r(y') <= r(y)
-    equal = rewards[..., None, :] == rewards[..., :, None]
-    F = jnp.sum(jnp.where(below_or_equal, p[..., None, :], 0.0), -1)
-    level = jnp.sum(jnp.where(equal, p[..., None, :], 0.0), -1)
-    F_minus = jnp.clip(F - level, 0.0, 1.0)
-    mass = (jnp.clip(F, 0.0, 1.0) ** n - F_minus**n) * p / jnp.where(level > 0, level, 1.0)
-    return jnp.log(mass)
+    p_le, _, level = reward_quantiles(log_probs, rewards)
+    safe_le = jnp.where(level > 0, p_le, 1.0)
+    log_a = jnp.log1p(-jnp.clip(level / safe_le, 0.0, 1.0))  # log(F^- / F) <= 0
+    safe = jnp.where(log_a < 0, log_a, -1.0)
+    geometric = jnp.where(log_a < 0, jnp.expm1(n * safe) / jnp.expm1(safe), n)  # sum_{i<n} a^i (n when a = 1)
+    return jnp.where(level > 0, log_probs + (n - 1) * jnp.log(safe_le) + jnp.log(geometric), -jnp.inf)
 
 
 def enumerated_log_probs(model, params, completions: Array, prompt_length: int) -> Array:
