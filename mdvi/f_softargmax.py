@@ -181,9 +181,14 @@ def _block_candidates(scores: Array, *others: Array) -> list[Array]:
     block_max = jnp.max(scores.reshape(shape), axis=-1)
     _, kept = jax.lax.top_k(block_max, CANDIDATE_BLOCKS)
 
+    def take_blocks(blocks, index):  # whole contiguous blocks: a gather of slices, not of entries
+        return blocks[index]
+
+    for _ in lead:
+        take_blocks = jax.vmap(take_blocks)
+
     def gather(v):
-        kept_blocks = jnp.take_along_axis(v.reshape(shape), kept[..., None], axis=-2)
-        return kept_blocks.reshape(lead + (CANDIDATE_BLOCKS * BLOCK,))
+        return take_blocks(v.reshape(shape), kept).reshape(lead + (CANDIDATE_BLOCKS * BLOCK,))
 
     return [block_max, gather(scores), *(gather(v) for v in others)]
 
@@ -217,11 +222,15 @@ def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations, cand
     keep the blocks with the largest maxima instead (:func:`_block_candidates`): cheaper than a
     ``top_k`` over the rows. The tests count entries or blocks above the line (a reduction) rather
     than read ``top_k``'s output: with the latter, XLA on CPU turned ``top_k`` into a full sort.
-    The bracket and the iteration count are those of the full problem either way.
+    The bracket and the iteration count are those of the full problem either way. Every pass
+    reads the one ``shifted`` array: recomputing ``x - x_max`` in several places let XLA contract
+    it into an FMA with the producer of ``x`` in some fusions and not others (a score of 1e7 then
+    moved by 0.4 between the bisection and the final pass).
     """
-    r = jnp.exp(log_r)  # hoisted out of the loop
-    prune = div.sparse and candidates is not None and candidates < shifted.shape[-1]
-    if prune and _blocked(shifted.shape[-1]):
+    size = shifted.shape[-1]
+    prune = div.sparse and candidates is not None and candidates < size
+    blocked = prune and _blocked(size)
+    if blocked:
         block_max, kept, kept_log_r = _block_candidates(shifted, log_r)
         tau_lo, tau_hi = _bracket(div, *_top_entry(kept, kept_log_r), *_reference_extent(log_r))
     else:
@@ -233,18 +242,21 @@ def _bisect(div: FDivergence, shifted: Array, log_r: Array, num_iterations, cand
         lo, hi = _halvings(div, scores, weights, tau_lo, tau_hi, num_iterations)
         return lo, hi, jnp.sum(_masses(div, scores, hi, weights), axis=-1, keepdims=True)
 
+    def on_full_rows():
+        return solve(shifted, jnp.exp(log_r))
+
     if not prune:
-        return solve(shifted, r)
+        return on_full_rows()
     line = tau_lo + div.f_prime_zero
-    if _blocked(shifted.shape[-1]):
+    if blocked:
         exact = jnp.all(jnp.sum(block_max > line, axis=-1) <= CANDIDATE_BLOCKS)
         candidate_scores, candidate_weights = kept, jnp.exp(kept_log_r)
     else:
         # At most `candidates` scores above the pruning line: all of them are among the top ones.
         exact = jnp.all(jnp.sum(shifted > line, axis=-1) <= candidates)
         candidate_scores, index = jax.lax.top_k(shifted, candidates)
-        candidate_weights = jnp.take_along_axis(r, index, axis=-1)
-    return jax.lax.cond(exact, lambda: solve(candidate_scores, candidate_weights), lambda: solve(shifted, r))
+        candidate_weights = jnp.exp(jnp.take_along_axis(log_r, index, axis=-1))
+    return jax.lax.cond(exact, lambda: solve(candidate_scores, candidate_weights), on_full_rows)
 
 
 def solve_threshold(
@@ -350,24 +362,25 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | N
         raise ValueError(f"alpha must be 1.5 or 2 for the sort-based solution, got {alpha}")
     power = 1 if alpha == 2.0 else 2
     support, shifted, _ = _support_shift(x, log_r)
-    r = jnp.exp(jnp.where(support, log_r, -jnp.inf))
-    c = 1.0 + (alpha - 1.0) * shifted  # 1 at the top, -inf outside the support
+    c = 1.0 + (alpha - 1.0) * shifted  # 1 at the top, -inf outside the support; every pass reads it (see _bisect)
+    blocked = partial is not None and partial < x.shape[-1] and _blocked(x.shape[-1])
 
     def full_sort():
-        neg_sorted, r_sorted = jax.lax.sort((-c, r), dimension=c.ndim - 1, num_keys=1)
+        neg_sorted, r_sorted = jax.lax.sort((-c, jnp.exp(log_r)), dimension=x.ndim - 1, num_keys=1)
         return _sorted_threshold(-neg_sorted, r_sorted, power)
 
-    if partial is None or partial >= c.shape[-1]:
+    if partial is None or partial >= x.shape[-1]:
         c_last, threshold, total = full_sort()
     else:
-        if _blocked(c.shape[-1]):
-            block_max, c_kept, r_kept, log_r_kept = _block_candidates(c, r, log_r)
+        if blocked:
+            block_max, c_kept, log_r_kept = _block_candidates(c, log_r)
         else:
-            c_kept, r_kept, log_r_kept = c, r, log_r
+            c_kept, log_r_kept = c, log_r
+        r_kept = jnp.exp(log_r_kept)
         c_m, log_r_m = _top_entry(c_kept, log_r_kept)  # read back, as in bisection_bracket
         line = c_m - jnp.exp(-(alpha - 1.0) * log_r_m)  # c_m - r_m^-(alpha - 1)
         exact = jnp.all(jnp.sum(c_kept > line, axis=-1) <= partial)  # a count: see _bisect on top_k
-        if _blocked(c.shape[-1]):
+        if blocked:
             exact = exact & jnp.all(jnp.sum(block_max > line, axis=-1) <= CANDIDATE_BLOCKS)
         c_top, index = jax.lax.top_k(c_kept, partial)  # outside the branch: inside it XLA sorted in full
         r_top = jnp.take_along_axis(r_kept, index, axis=-1)
@@ -377,7 +390,7 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | N
 
         c_last, threshold, total = jax.lax.cond(exact, top_entries, full_sort)
     active = support & (c >= c_last)
-    masses = jnp.where(active, r * jnp.maximum(c - threshold, 0.0) ** power, 0.0)
+    masses = jnp.where(active, jnp.exp(log_r) * jnp.maximum(c - threshold, 0.0) ** power, 0.0)
     return _normalised(masses, total)
 
 
