@@ -21,6 +21,9 @@ class Command:
     run: str
     description: str
     demo_section: str | None = "demo_section"
+    in_tour: bool = True
+    """Whether ``mdvi-lab demo`` runs the section by default; the others run with ``--only NAME``
+    or ``--extended`` (sections too slow for the tour's 10-minute budget)."""
 
     def load(self):
         """``(config class, run function)``."""
@@ -52,12 +55,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("warm", "experiments.warm", "WarmConfig", "run",
             "WARM vs prediction ensembles vs single reward models on noisy golden preferences; "
             "accuracy, memorisation, linear path, exact Best-of-N and RLOO over-optimisation.",
-            # its demo section takes 5-7 minutes (mostly compilation): out of the tour until it fits ~40 s
-            demo_section=None),
+            in_tour=False),  # its section takes 1.5-2 minutes on 2 cores (mostly compilation)
     Command("entailment-rl", "experiments.entailment_rl", "EntailmentRLConfig", "run",
             "SFT on hallucinating references, then RLOO against a learned entailment classifier for a "
             "sweep of beta; exact golden consistency, informativeness, extractiveness and length.",
-            demo_section=None),  # likewise: 5 minutes as written
+            in_tour=False),  # likewise
     Command("bond", "experiments.bond", "BondExperimentConfig", "run",
             "BOND / J-BOND (Best-of-N distillation) vs RLOO + KL with tabular policies over enumerated completions: "
             "exact KL to pi_BoN, effective N of iterated BOND vs n^M, golden reward against KL.",
@@ -77,4 +79,5 @@ BY_NAME = {command.name: command for command in COMMANDS}
 
 
 def demo_commands() -> tuple[Command, ...]:
+    """Every command with a demo section, in the tour or not."""
     return tuple(command for command in COMMANDS if command.demo_section)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from experiments import cli
+from experiments import cli, registry
 
 
 def test_tabular_command_writes_csv_json_and_png(tmp_path, capsys):
@@ -117,3 +117,31 @@ def test_tabular_with_no_states_names_the_states(tmp_path, capsys):
     code = cli.main(["tabular", "--env", "chain", "--num-states", "0", "--out", str(tmp_path / "x"), "--no-progress"])
     assert code == 2
     assert "at least one state" in capsys.readouterr().err
+
+
+def test_demo_tour_skips_out_of_tour_sections_unless_named(tmp_path, monkeypatch):
+    """The default tour runs in-tour sections only; --only and --extended reach the others."""
+    from experiments import demo
+    from experiments.demo import DemoConfig, DemoSection
+
+    ran = []
+
+    def fake(name):
+        def section(out):
+            ran.append(name)
+            return DemoSection(title=name, text="", figures=[], files=[])
+
+        return section
+
+    commands = (
+        registry.Command("a", "m", "C", "run", "in the tour"),
+        registry.Command("b", "m", "C", "run", "out of the tour", in_tour=False),
+    )
+    monkeypatch.setattr(registry, "COMMANDS", commands)
+    monkeypatch.setattr(registry.Command, "load_demo_section", lambda self: fake(self.name))
+    demo.run(DemoConfig(out=tmp_path / "tour"))
+    assert ran == ["a"]
+    demo.run(DemoConfig(out=tmp_path / "only", only=("b",)))
+    assert ran == ["a", "b"]
+    demo.run(DemoConfig(out=tmp_path / "extended", extended=True))
+    assert ran == ["a", "b", "a", "b"]
