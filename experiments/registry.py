@@ -55,7 +55,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("warm", "experiments.warm", "WarmConfig", "run",
             "WARM vs prediction ensembles vs single reward models on noisy golden preferences; "
             "accuracy, memorisation, linear path, exact Best-of-N and RLOO over-optimisation.",
-            in_tour=False),  # its section takes 1.5-2 minutes on 2 cores (mostly compilation)
+            in_tour=False),  # its section took 5-7 min under heavy load (mostly compilation): over the ~40 s of a tour section
     Command("entailment-rl", "experiments.entailment_rl", "EntailmentRLConfig", "run",
             "SFT on hallucinating references, then RLOO against a learned entailment classifier for a "
             "sweep of beta; exact golden consistency, informativeness, extractiveness and length.",
