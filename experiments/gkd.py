@@ -271,7 +271,8 @@ def demo_section(out: Path):
         f"{summary['teacher']['teacher_kl_token']:.3f} nats) -> student (1 layer, width 32), "
         f"distilled for {config.lm.steps} steps "
         f"on {config.task.train_prompts} prompts with supervised KD (lambda = 0) and on-policy GKD (lambda = 1), "
-        f"{config.seeds} vmapped seeds (forward KL only). golden_seq = E_x KL(p*(.|x) || S(.|x)) on held-out prompts (exact likelihoods, "
+        f"{config.seeds} vmapped seeds (forward KL only). "
+        "golden_seq = E_x KL(p*(.|x) || S(.|x)) on held-out prompts (exact likelihoods, "
         "Monte Carlo over oracle completions); proxy_seq = the same against the teacher. The full run is `mdvi-lab gkd`.\n\n"
         + table
     )

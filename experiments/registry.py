@@ -63,12 +63,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("bond", "experiments.bond", "BondExperimentConfig", "run",
             "BOND / J-BOND (Best-of-N distillation) vs RLOO + KL with tabular policies over enumerated completions: "
             "exact KL to pi_BoN, effective N of iterated BOND vs n^M, golden reward against KL.",
-            # no demo section: 13 compiled training programs take 1.2-1.8 min on 2 cores, far over ~40 s
-            demo_section=None),
+            in_tour=False),  # its section (2 seeds, N = 4): 41-64 s on the shared 2 cores, over a tour section's ~40 s
     Command("warp", "experiments.warp", "WarpConfig", "run",
             "WARP: RLOO with a fixed vs EMA anchor, SLERP vs LERP of task vectors, LITI eta sweep, two iterations; "
             "golden and proxy reward against exact KL to SFT.",
-            demo_section=None),  # SFT + two RLOO compiles: well over the tour's ~40 s per section
+            in_tour=False),  # its section (2 seeds, one iteration): 37-48 s, likewise
     Command("gkd", "experiments.gkd", "GKDConfig", "run",
             "GKD distillation on an oracle LM: lambda (on-policy fraction) x token divergence; exact golden metric."),
     Command("teacher-hacking", "experiments.teacher_hacking", "TeacherHackingConfig", "run",

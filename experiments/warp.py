@@ -382,3 +382,38 @@ def _plot(config, run_dir, trajectories, fronts) -> Path:
             ax.set_title(f"{metric} reward vs KL (fronts: mean of {config.seeds} seeds per eta)")
             ax.legend(fontsize=6)
     return path
+
+
+def demo_section(out: Path):
+    """The WARP part of ``mdvi-lab demo``: a reduced run (2 seeds, one iteration, shorter SFT and RLOO; nearly all
+    of its time is compilation, so a second iteration, another RLOO program, would take it well past ~40 s)."""
+    from experiments.demo import DemoSection
+
+    config = WarpConfig(
+        out=out / "warp", overwrite=True, progress=False, seeds=2, iterations=1, rl_chunk=25,
+        sft=dataclasses.replace(WarpConfig.sft, steps=200),
+        rl=dataclasses.replace(WarpConfig.rl, steps=100, eval_every=25),
+    )  # fmt: skip
+    summary = run(config)
+    text = (
+        f"Reduced run: {config.seeds} seeds, {config.iterations} iteration, {config.sft.steps} SFT steps and "
+        f"{config.rl.steps} RLOO steps (the full run, `mdvi-lab warp`, has {WarpConfig.seeds} seeds, "
+        f"{WarpConfig.iterations} iterations, {WarpConfig.sft.steps} SFT and {WarpConfig.rl.steps} RLOO steps per round). "
+        "WARP (Rame et al. 2024) on the oracle LM's preference task, every metric exact over the "
+        f"{summary['task']['completions_per_prompt']} completions of {config.heldout_prompts} held-out prompts: "
+        f"M = {config.runs} RLOO runs per seed on a hackable proxy (golden + {config.length_bonus:g} x relative length) "
+        f"with beta = {config.beta:g}, a fixed SFT anchor against an EMA anchor (mu = {config.mu:g}), the EMA runs "
+        f"merged by SLERP and by LERP of task vectors, then LITI (eta in {list(config.etas)}); the fronts are compared "
+        "with the single runs' training trajectories at equal KL.\n\n"
+        + format_table(summary["policies"])
+        + "\n\n"
+        + format_table(summary["dominance"])
+        + "\n\n"
+        + format_table(summary["anchors"])
+    )
+    return DemoSection(
+        title="WARP: EMA anchor, SLERP / LERP of task vectors, LITI (exact)",
+        text=text,
+        figures=[config.out / "warp.png"],
+        files=[config.out / "metrics.csv", config.out / "summary.json"],
+    )
