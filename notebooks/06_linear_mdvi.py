@@ -266,13 +266,11 @@ algorithms = ("ls", "oracle") if SMOKE else ("ls", "oracle", "vwls")
 config = sc.SampleComplexityConfig(horizons=sweep_h, copies=(), algorithms=algorithms, seeds=seeds, precision=1.5, progress=False)
 n_star, checked_calls = {}, 0
 for algorithm in algorithms:
-    previous = []
     for h in sweep_h:
-        point = sc.Point(config, h, 1, jax.random.fold_in(jax.random.key(0), h))
+        point = sc.Point(config, h)  # its random numbers come from its identity (algorithm, family, H) and the seed
         m_star, evaluations = sc.search_threshold(
-            functools.partial(point.evaluate, algorithm), sc._initial_guess(previous, h, point), 0.9, 1.5, 30
+            functools.partial(point.evaluate, algorithm), point.initial_guess(algorithm), 0.9, 1.5, 30
         )
-        previous.append((h, m_star))
         n_star[algorithm, h] = evaluations[m_star].calls
         assert evaluations[m_star].rate >= 0.9
         if algorithm == "ls":  # calls by hand: K = ceil(2 H ln H) iterations of sum_i ceil(rho_i M) draws
