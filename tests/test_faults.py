@@ -93,7 +93,12 @@ def _paused_run(out: Path, point: str) -> subprocess.Popen:
 
 def _interrupt(process: subprocess.Popen, sig: int) -> str:
     process.send_signal(sig)
-    _, err = process.communicate(timeout=900)
+    try:
+        _, err = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:  # kill it here, or the leftover process fails the next test too
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"the run did not exit within 600 s of signal {sig}: {err[-2000:]}") from None
     if sig == signal.SIGINT:
         assert process.returncode == 130, err
         assert "Traceback" not in err and err.strip().splitlines()[-1] == "mdvi-lab minatar: interrupted", err
