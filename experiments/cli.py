@@ -8,7 +8,6 @@ run, an unwritable output) ends in one line on stderr and exit code 2, never a t
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 
 from experiments.registry import BY_NAME, COMMANDS
@@ -80,21 +79,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def entry() -> None:
-    """The ``mdvi-lab`` console script: :func:`main`, then exit with its code.
-
-    After an interrupt the process leaves at once (``os._exit``) instead of through the
-    interpreter's shutdown, which waits for every non-daemon thread: a checkpoint library's
-    worker left behind by the interrupt could otherwise keep the process alive. Nothing is lost:
-    every result file and checkpoint is committed atomically before it counts.
-    """
-    code = main()
-    if code == 130:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise SystemExit(code)
-
-
 if __name__ == "__main__":
-    entry()
+    raise SystemExit(main())

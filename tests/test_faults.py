@@ -78,7 +78,11 @@ def _paused_run(out: Path, point: str) -> subprocess.Popen:
     """Start the run in a subprocess and return once it sleeps at ``point``."""
     marker = out.parent / f"{out.name}.paused"
     env = {**os.environ, "PYTHONPATH": str(ROOT), PAUSE_ENV: point, PAUSE_MARKER_ENV: str(marker)}
-    process = subprocess.Popen([sys.executable, "-m", "experiments.cli", "minatar", *RUN, "--out", str(out)],
+    # pytest-xdist workers ignore SIGINT and a child inherits that, so Python would not turn SIGINT
+    # into KeyboardInterrupt there: the child restores Python's handler first, as in a shell
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = ['mdvi-lab', *sys.argv[1:]]; runpy.run_module('experiments.cli', run_name='__main__')")
+    process = subprocess.Popen([sys.executable, "-c", start, "minatar", *RUN, "--out", str(out)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 900
     while not marker.exists():
