@@ -62,12 +62,12 @@ COMMANDS: tuple[Command, ...] = (
             in_tour=False),  # likewise
     Command("bond", "experiments.bond", "BondExperimentConfig", "run",
             "BOND / J-BOND (Best-of-N distillation) vs RLOO + KL with tabular policies over enumerated completions: "
-            "exact KL to pi_BoN, effective N of iterated BOND vs n^M, golden reward against KL.",
-            in_tour=False),  # its section (2 seeds, N = 4): 41-64 s on the shared 2 cores, over a tour section's ~40 s
+            "exact KL to pi_BoN, effective N of iterated BOND vs n^M, golden reward against KL."),
+            # its demo section (2 seeds, N = 4): 39 s in the tour on a clean clone
     Command("warp", "experiments.warp", "WarpConfig", "run",
             "WARP: RLOO with a fixed vs EMA anchor, SLERP vs LERP of task vectors, LITI eta sweep, two iterations; "
-            "golden and proxy reward against exact KL to SFT.",
-            in_tour=False),  # its section (2 seeds, one iteration): 37-48 s, likewise
+            "golden and proxy reward against exact KL to SFT."),
+            # its demo section (2 seeds, one iteration): 42 s
     Command("gkd", "experiments.gkd", "GKDConfig", "run",
             "GKD distillation on an oracle LM: lambda (on-policy fraction) x token divergence; exact golden metric."),
     Command("teacher-hacking", "experiments.teacher_hacking", "TeacherHackingConfig", "run",
