@@ -38,6 +38,7 @@ from agents.dqn import DQNAgent, config_for  # noqa: E402
 from agents.replay import replay_add, replay_init, replay_sample  # noqa: E402
 from benchmarks.common import record, write  # noqa: E402
 from envs.minatar import make  # noqa: E402
+from experiments.distributed import map_seeds  # noqa: E402
 
 VARIANTS = ("dqn", "dqn+dvw", "mdqn", "mdqn+dvw", "mdqn+dvw-shared")
 OFFICIAL_MDQN_DVW_SPS = 684.0  # official DVW code, VW-M-DQN on Breakout, OMP_NUM_THREADS=1, median of 3
@@ -47,8 +48,8 @@ def _trainer(algorithm: str, seeds: int, periods: int, game: str):
     config = config_for(algorithm, learning_starts=1_000)
     agent = DQNAgent(config, make(game))
     keys = jax.random.split(jax.random.key(0, impl="philox2x32"), seeds)  # as the CLI
-    state = jax.jit(jax.vmap(lambda k: agent.warmup(agent.init(k))))(keys)
-    chunk = jax.jit(jax.vmap(lambda s: agent.train_chunk(s, periods))).lower(state).compile()
+    state = jax.jit(map_seeds(lambda k: agent.warmup(agent.init(k)), seeds))(keys)  # as the CLI
+    chunk = jax.jit(map_seeds(lambda s: agent.train_chunk(s, periods), seeds)).lower(state).compile()
     state, _ = chunk(state)  # one untimed run
     jax.block_until_ready(state.step)
     steps = seeds * periods * config.target_period

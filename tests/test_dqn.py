@@ -250,3 +250,23 @@ def test_bad_configs_are_rejected(overrides, message):
 def test_unknown_algorithm_is_named():
     with pytest.raises(ValueError, match="unknown algorithm 'ddqn'"):
         config_for("ddqn")
+
+
+def test_one_seed_runs_unbatched_with_the_values_of_a_vmap_over_one_seed():
+    # the CLI's single-seed path (experiments.distributed.map_seeds) drops the batch axis
+    from experiments.distributed import map_seeds
+
+    config = config_for("mdqn+dvw", total_steps=600, learning_starts=200, buffer_size=500,
+                        target_period=100, eval_episodes=2)
+    train = make_train(config, make("breakout"), num_chunks=2)
+    keys = jax.random.split(jax.random.key(3), 1)
+    unbatched = jax.jit(map_seeds(train, 1))(keys)
+    batched = jax.jit(jax.vmap(train))(keys)
+    assert jax.tree.structure(unbatched) == jax.tree.structure(batched)
+    for a, b in zip(jax.tree.leaves(unbatched[0].params), jax.tree.leaves(batched[0].params)):
+        assert a.shape == b.shape and a.shape[0] == 1
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(unbatched[0].replay.action), np.asarray(batched[0].replay.action))
+    # a shared (None) argument stays whole; per-seed ones lose and regain the seed axis
+    shifted = map_seeds(lambda x, c: x + c, 1, in_axes=(0, None))(jnp.ones((1, 3)), jnp.arange(3.0))
+    np.testing.assert_array_equal(np.asarray(shifted), [[1.0, 2.0, 3.0]])
