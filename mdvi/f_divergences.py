@@ -99,6 +99,10 @@ class FDivergence(Divergence):
         """``f''(u)`` for ``u > 0``."""
         raise NotImplementedError(f"{type(self).__name__} must define f_second (abstract in FDivergence)")
 
+    def inverse_derivative(self, s: Array) -> Array:
+        """``g(s) = (f')^{-1}(s)`` extended to the real line: 0 at or below ``f'(0+)``, ``+inf`` at or above ``f'(+inf)``."""
+        return solvers.inverse_derivative(self, s)
+
     def curvature_weights(self, p: Array, log_p: Array, log_ref: Array) -> Array:
         """``w_j = r_j / f''(p_j / r_j)`` on ``p > 0`` (0 elsewhere): the implicit derivative's weights."""
         return solvers.curvature_weights(self, p, log_p, log_ref)
@@ -313,13 +317,26 @@ class AlphaDivergence(FDivergence):
     def f_second(self, u):
         return jnp.ones_like(u) if self.alpha == 2.0 else u ** (self.alpha - 2.0)
 
+    def inverse_derivative(self, s):
+        # alpha > 1: g(s) = [1 + (alpha - 1) s]_+^(1 / (alpha - 1)) on the whole line, written with
+        # max instead of comparisons and selects (which XLA:CPU does not vectorize in reductions)
+        a = self.alpha - 1.0
+        if a <= 0.0:
+            return super().inverse_derivative(s)
+        if a == 1.0:
+            return jnp.maximum(1.0 + s, 0.0)
+        if a == 0.5:
+            return jnp.square(jnp.maximum(1.0 + 0.5 * s, 0.0))
+        return jnp.exp(jnp.log1p(jnp.maximum(a * s, -1.0)) / a)
+
     def curvature_weights(self, p, log_p, log_ref):
-        # r (p / r)^(2 - alpha), without transcendental functions where the power allows it
-        active = p > 0
+        # r (p / r)^(2 - alpha), without transcendental functions where the power allows it, and
+        # without comparisons (sign(p) is 1 on the active set, 0 off it): these weights feed row
+        # sums, which XLA:CPU vectorizes only over arithmetic
         if self.alpha == 2.0:
-            return jnp.where(active, jnp.exp(log_ref), 0.0)
+            return jnp.sign(p) * jnp.exp(log_ref)
         if self.alpha == 1.5:
-            return jnp.where(active, jnp.sqrt(p * jnp.exp(log_ref)), 0.0)
+            return jnp.sqrt(p * jnp.exp(log_ref))  # 0 where p = 0
         return super().curvature_weights(p, log_p, log_ref)
 
     @property
