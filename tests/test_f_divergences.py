@@ -620,3 +620,35 @@ def test_pruned_solutions_on_long_rows_equal_the_unpruned_ones(x64, name):
             p, _ = fs.sorted_alpha_solution(alpha, x[rows], log_ref[rows])
             np.testing.assert_allclose(p, full[rows], atol=1e-14)
     assert int(jnp.sum(unpruned[1] > 0)) == int(jnp.sum(jnp.isfinite(log_ref[1])))
+
+
+@pytest.mark.parametrize("alpha", [1.3, 1.5, 2.0, 3.0])
+def test_arithmetic_inverse_derivative_equals_the_masked_one(x64, alpha):
+    # AlphaDivergence writes g(s) = [1 + (alpha - 1) s]_+^(1 / (alpha - 1)) with max, no selects
+    div = AlphaDivergence(alpha)
+    low = div.f_prime_zero
+    s = jnp.asarray([-jnp.inf, -1e30, low - 1.0, low, np.nextafter(low, 0.0), low / 2, 0.0, 1.0, 1e3])
+    ours = np.asarray(div.inverse_derivative(s))
+    masked = np.asarray(fs.inverse_derivative(div, s))
+    assert np.all(np.isfinite(ours)) and np.all(ours >= 0.0)
+    np.testing.assert_allclose(ours, masked, rtol=1e-12, atol=1e-300)
+    assert np.all(ours[:4] == 0.0)  # exact zeros at and below f'(0+)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_support_shift_and_count_without_comparisons(x64, dtype):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(5, 40)) * 1e4, dtype)
+    log_r = np.log(rng.uniform(size=(5, 40)))
+    log_r[rng.uniform(size=(5, 40)) < 0.4] = -np.inf
+    log_r[:, 0] = -1e30  # tiny but on the support
+    log_r = jnp.asarray(log_r, dtype)
+    support, shifted, x_max = fs._support_shift(x, log_r)
+    masked = np.where(np.asarray(support), np.asarray(x), -np.inf)
+    np.testing.assert_array_equal(np.asarray(x_max)[:, 0], masked.max(-1))
+    np.testing.assert_array_equal(np.asarray(shifted), np.where(np.asarray(support), np.asarray(x - x_max), -np.inf))
+    log_k = fs._reference_extent(log_r)[1]
+    np.testing.assert_allclose(np.exp(np.asarray(log_k))[:, 0], np.asarray(support).sum(-1), rtol=1e-6)
+    # ties count as halves, so the count is never below the strict one
+    v = jnp.asarray([[1.0, 2.0, 2.0, -jnp.inf, 3.0]], dtype)
+    np.testing.assert_array_equal(np.asarray(fs._count_above(v, jnp.asarray([[2.0]], dtype))), [2.0])
