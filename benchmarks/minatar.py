@@ -48,7 +48,7 @@ def _trainer(algorithm: str, seeds: int, periods: int, game: str):
     config = config_for(algorithm, learning_starts=1_000)
     agent = DQNAgent(config, make(game))
     keys = jax.random.split(jax.random.key(0, impl="philox2x32"), seeds)  # as the CLI
-    state = jax.jit(map_seeds(lambda k: agent.warmup(agent.init(k)), seeds))(keys)  # as the CLI
+    state = jax.jit(map_seeds(lambda k: agent.warmup(agent.init(k)), seeds))(keys)
     chunk = jax.jit(map_seeds(lambda s: agent.train_chunk(s, periods), seeds)).lower(state).compile()
     state, _ = chunk(state)  # one untimed run
     jax.block_until_ready(state.step)

@@ -312,22 +312,18 @@ class AlphaDivergence(FDivergence):
             return (1.0 + 0.5 * s) ** 2
         if a == 0.0:
             return jnp.exp(s)
-        return jnp.exp(jnp.log1p(a * s) / a)
+        return jnp.exp(jnp.log1p(jnp.maximum(a * s, -1.0)) / a)  # the max only guards rounding at f'(0+)
 
     def f_second(self, u):
         return jnp.ones_like(u) if self.alpha == 2.0 else u ** (self.alpha - 2.0)
 
     def inverse_derivative(self, s):
-        # alpha > 1: g(s) = [1 + (alpha - 1) s]_+^(1 / (alpha - 1)) on the whole line, written with
-        # max instead of comparisons and selects (which XLA:CPU does not vectorize in reductions)
-        a = self.alpha - 1.0
-        if a <= 0.0:
+        # alpha > 1: (f')^{-1} is 0 at f'(0+) and defined above it without bound, so clamping s
+        # at f'(0+) extends it to the line with a max instead of comparisons and selects (which
+        # XLA:CPU does not vectorize in row reductions)
+        if self.alpha <= 1.0:
             return super().inverse_derivative(s)
-        if a == 1.0:
-            return jnp.maximum(1.0 + s, 0.0)
-        if a == 0.5:
-            return jnp.square(jnp.maximum(1.0 + 0.5 * s, 0.0))
-        return jnp.exp(jnp.log1p(jnp.maximum(a * s, -1.0)) / a)
+        return self.f_prime_inverse(jnp.maximum(s, self.f_prime_zero))
 
     def curvature_weights(self, p, log_p, log_ref):
         # r (p / r)^(2 - alpha), without transcendental functions where the power allows it, and
