@@ -312,18 +312,23 @@ class AlphaDivergence(FDivergence):
             return (1.0 + 0.5 * s) ** 2
         if a == 0.0:
             return jnp.exp(s)
-        return jnp.exp(jnp.log1p(jnp.maximum(a * s, -1.0)) / a)  # the max only guards rounding at f'(0+)
+        return jnp.exp(jnp.log1p(jnp.maximum(a * s, -1.0)) / a)  # exactly 0 where a * s <= -1 (alpha > 1)
 
     def f_second(self, u):
         return jnp.ones_like(u) if self.alpha == 2.0 else u ** (self.alpha - 2.0)
 
     def inverse_derivative(self, s):
-        # alpha > 1: (f')^{-1} is 0 at f'(0+) and defined above it without bound, so clamping s
-        # at f'(0+) extends it to the line with a max instead of comparisons and selects (which
-        # XLA:CPU does not vectorize in row reductions)
+        # alpha > 1: (f')^{-1} is 0 at f'(0+) = -1 / (alpha - 1) and defined above it without
+        # bound, so a max extends it to the line (no comparisons or selects, which XLA:CPU does
+        # not vectorize in row reductions). For alpha = 2 and 1.5, f'(0+) is exact in floating
+        # point and s is clamped at it. Otherwise (alpha - 1) * f'(0+) need not round to -1, and
+        # a score far below the line clamped up to f'(0+) would get a tiny mass ((1e-16)^(1 / (alpha
+        # - 1)), up to 4e-10 at alpha = 2.7); the general form clamps the product at -1 instead.
         if self.alpha <= 1.0:
             return super().inverse_derivative(s)
-        return self.f_prime_inverse(jnp.maximum(s, self.f_prime_zero))
+        if self.alpha in (1.5, 2.0):
+            return self.f_prime_inverse(jnp.maximum(s, self.f_prime_zero))
+        return self.f_prime_inverse(s)
 
     def curvature_weights(self, p, log_p, log_ref):
         # r (p / r)^(2 - alpha), without transcendental functions where the power allows it, and

@@ -622,17 +622,43 @@ def test_pruned_solutions_on_long_rows_equal_the_unpruned_ones(x64, name):
     assert int(jnp.sum(unpruned[1] > 0)) == int(jnp.sum(jnp.isfinite(log_ref[1])))
 
 
-@pytest.mark.parametrize("alpha", [1.3, 1.5, 2.0, 3.0])
+# alphas where (alpha - 1) * (-1 / (alpha - 1)) != -1 in float64
+AWKWARD_ALPHAS = [float(a) for a in np.linspace(1.02, 3.0, 40)[[1, 9, 15, 27, 33]]]
+
+
+@pytest.mark.parametrize("alpha", [1.3, 1.5, 2.0, 3.0, *AWKWARD_ALPHAS])
 def test_arithmetic_inverse_derivative_equals_the_masked_one(x64, alpha):
     # AlphaDivergence writes g(s) = [1 + (alpha - 1) s]_+^(1 / (alpha - 1)) with max, no selects
     div = AlphaDivergence(alpha)
     low = div.f_prime_zero
-    s = jnp.asarray([-jnp.inf, -1e30, low - 1.0, low, np.nextafter(low, 0.0), low / 2, 0.0, 1.0, 1e3])
+    below = [-jnp.inf, -1e30, low - 1.0, np.nextafter(low, -np.inf)]
+    s = jnp.asarray([*below, low, np.nextafter(low, 0.0), low / 2, 0.0, 1.0, 1e3])
     ours = np.asarray(div.inverse_derivative(s))
     masked = np.asarray(fs.inverse_derivative(div, s))
     assert np.all(np.isfinite(ours)) and np.all(ours >= 0.0)
-    np.testing.assert_allclose(ours, masked, rtol=1e-12, atol=1e-300)
-    assert np.all(ours[:4] == 0.0)  # exact zeros at and below f'(0+)
+    above = len(below) + 1
+    np.testing.assert_allclose(ours[above:], masked[above:], rtol=1e-12, atol=1e-300)
+    assert np.all(ours[: len(below)] == 0.0)  # exact zeros below f'(0+), whatever the rounding of -1 / (alpha - 1)
+    # at the rounded f'(0+) itself g is 0 or the rounding residue of a (-1 / a) + 1
+    assert ours[len(below)] <= (4 * np.finfo(np.float64).eps) ** (1.0 / (alpha - 1.0))
+
+
+@pytest.mark.parametrize("alpha", [float(a) for a in np.linspace(1.02, 3.0, 40)])
+def test_alpha_outputs_are_exactly_zero_off_the_brentq_support(x64, alpha):
+    """For every alpha > 1 (not only those where -1 / (alpha - 1) rounds well), entries below the
+    line get exact zeros: a score far below it once received (1e-16)^(1 / (alpha - 1))."""
+    z = np.sort(np.random.default_rng(0).normal(size=10) * 1.5)[::-1]
+
+    def g(s):
+        return np.maximum(1.0 + (alpha - 1.0) * s, 0.0) ** (1.0 / (alpha - 1.0))
+
+    for t in (0.3, 1.0, 3.0):
+        x = z / t
+        p = np.exp(np.asarray(AlphaDivergence(alpha).greedy_log_policy(jnp.asarray(z), t, jnp.zeros(10))))
+        tau = optimize.brentq(lambda tau, x=x: g(x - tau).sum() - 1.0, x.max() - 100.0, x.max() + 100.0, xtol=1e-14)
+        expected = g(x - tau)
+        np.testing.assert_allclose(p, expected, atol=1e-8)
+        np.testing.assert_array_equal(p > 0, expected > 0)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
