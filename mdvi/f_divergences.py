@@ -306,28 +306,27 @@ class AlphaDivergence(FDivergence):
 
     def f_prime_inverse(self, s):
         a = self.alpha - 1.0
+        # for alpha > 1 each form is 0 exactly at and below f'(0+) = -1 / a (the max is a no-op
+        # inside the range), which extends (f')^{-1} to the line without comparisons
         if a == 1.0:
-            return 1.0 + s
+            return jnp.maximum(1.0 + s, 0.0)
         if a == 0.5:
-            return (1.0 + 0.5 * s) ** 2
+            return jnp.maximum(1.0 + 0.5 * s, 0.0) ** 2
         if a == 0.0:
             return jnp.exp(s)
-        return jnp.exp(jnp.log1p(jnp.maximum(a * s, -1.0)) / a)  # exactly 0 where a * s <= -1 (alpha > 1)
+        return jnp.exp(jnp.log1p(jnp.maximum(a * s, -1.0)) / a)
 
     def f_second(self, u):
         return jnp.ones_like(u) if self.alpha == 2.0 else u ** (self.alpha - 2.0)
 
     def inverse_derivative(self, s):
-        # alpha > 1: (f')^{-1} is 0 at f'(0+) = -1 / (alpha - 1) and defined above it without
-        # bound, so a max extends it to the line (no comparisons or selects, which XLA:CPU does
-        # not vectorize in row reductions). For alpha = 2 and 1.5, f'(0+) is exact in floating
-        # point and s is clamped at it. Otherwise (alpha - 1) * f'(0+) need not round to -1, and
-        # a score far below the line clamped up to f'(0+) would get a tiny mass ((1e-16)^(1 / (alpha
-        # - 1)), up to 4e-10 at alpha = 2.7); the general form clamps the product at -1 instead.
+        # alpha > 1: f_prime_inverse is already 0 at and below f'(0+), by a max rather than the
+        # comparisons and selects of the generic extension (XLA:CPU does not vectorize those in
+        # row reductions). Not by clamping s at f'(0+): (alpha - 1) * fl(-1 / (alpha - 1)) need not
+        # round to -1, and a score far below the line would then get (1e-16)^(1 / (alpha - 1))
+        # (up to 4e-10 at alpha = 2.7) instead of 0.
         if self.alpha <= 1.0:
             return super().inverse_derivative(s)
-        if self.alpha in (1.5, 2.0):
-            return self.f_prime_inverse(jnp.maximum(s, self.f_prime_zero))
         return self.f_prime_inverse(s)
 
     def curvature_weights(self, p, log_p, log_ref):

@@ -206,18 +206,20 @@ def _block_maxima(scores_of, *arrays: Array) -> Array:
     return parts[0]
 
 
-def _gather_blocks(kept: Array, *arrays: Array) -> list[Array]:
-    """The entries of the kept blocks (``kept``: ``[..., K]`` block indices), ``[..., K * BLOCK]`` each.
+def _top_blocks(block_max: Array, count: int, *arrays: Array) -> list[Array]:
+    """The entries of the ``count`` blocks with the largest maxima, ``[..., count * BLOCK]`` each.
 
-    Block-major: entries ``[i * BLOCK, (i + 1) * BLOCK)`` of the result are block ``kept[..., i]``.
+    Block-major, in decreasing order of the maxima (``top_k`` sorts): entries
+    ``[i * BLOCK, (i + 1) * BLOCK)`` of the result are the block with the ``i``-th largest maximum.
     """
     lead, size = arrays[0].shape[:-1], arrays[0].shape[-1]
-    index = jnp.expand_dims(kept, -2)  # [..., 1, K]
+    kept = jax.lax.top_k(block_max, count)[1]
+    index = jnp.expand_dims(kept, -2)  # [..., 1, count]
 
     def gather(v):
         strided = v.reshape(lead + (BLOCK, size // BLOCK))
-        blocks = jnp.take_along_axis(strided, index, axis=-1)  # [..., BLOCK, K]
-        return jnp.swapaxes(blocks, -1, -2).reshape(lead + (kept.shape[-1] * BLOCK,))
+        blocks = jnp.take_along_axis(strided, index, axis=-1)  # [..., BLOCK, count]
+        return jnp.swapaxes(blocks, -1, -2).reshape(lead + (count * BLOCK,))
 
     return [gather(v) for v in arrays]
 
@@ -225,16 +227,14 @@ def _gather_blocks(kept: Array, *arrays: Array) -> list[Array]:
 def _block_candidates(scores: Array, *others: Array) -> list[Array]:
     """``[block maxima, candidate scores, candidate others...]``: the entries of the kept blocks.
 
-    Blocks come in decreasing order of their maxima (``top_k`` sorts), so the first block holds
-    the row's largest score.
+    The first kept block holds the row's largest score (:func:`_top_blocks`).
 
     Every entry above a line ``l`` lies in a block whose maximum is above ``l``; if at most
     ``CANDIDATE_BLOCKS`` block maxima of a row are above it, those blocks are all kept. Costs one
     pass over the rows and a ``top_k`` over ``size / BLOCK`` maxima.
     """
     block_max = _block_maxima(lambda v: v, scores)
-    _, kept = jax.lax.top_k(block_max, CANDIDATE_BLOCKS)
-    return [block_max, *_gather_blocks(kept, scores, *others)]
+    return [block_max, *_top_blocks(block_max, CANDIDATE_BLOCKS, scores, *others)]
 
 
 def _halvings(div: FDivergence, shifted: Array, r: Array, tau_lo: Array, tau_hi: Array, num_iterations):
@@ -424,10 +424,7 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | t
     def scores_of(x, log_r):  # x on the support, -inf off it (the penalty is 0 or -inf)
         return x + _support_penalty(log_r)
 
-    def blocked(k):
-        return size % BLOCK == 0 and size // BLOCK > k
-
-    if any(blocked(k) for k in sizes):
+    if any(_blocked(size, k) for k in sizes):
         block_max = _block_maxima(scores_of, x, log_r)
         x_max = jnp.max(block_max, axis=-1, keepdims=True)
     else:
@@ -437,7 +434,7 @@ def sorted_alpha_solution(alpha: float, x: Array, log_r: Array, partial: int | t
         return 1.0 + (alpha - 1.0) * (scores_of(x, log_r) - x_max)
 
     def top_entries(k):
-        x_kept, log_r_kept = _gather_blocks(jax.lax.top_k(block_max, k)[1], x, log_r) if blocked(k) else (x, log_r)
+        x_kept, log_r_kept = _top_blocks(block_max, k, x, log_r) if _blocked(size, k) else (x, log_r)
         c_top, index = jax.lax.top_k(c_of(x_kept, log_r_kept), k)
         return _sorted_threshold(c_top, jnp.exp(jnp.take_along_axis(log_r_kept, index, axis=-1)), power)
 

@@ -180,8 +180,9 @@ assert sizes_by_t[0.3] <= sizes_by_t[1.0] <= sizes_by_t[3.0], sizes_by_t  # a hi
 for name in NAMES:
     div = KullbackLeibler() if name == "kl" else get_divergence(name)  # the class that carries f, f', g
     for spread in (1.0, 1e3):
-        scores = jnp.asarray(rng.normal(size=(rows, actions)) * spread)
-        _, shifted, _ = fs._support_shift(scores, jnp.asarray(log_r))
+        scores = rng.normal(size=(rows, actions)) * spread
+        on_support = np.where(np.isfinite(log_r), scores, -np.inf)
+        shifted = jnp.asarray(on_support - on_support.max(-1, keepdims=True))  # top score 0, -inf off S
         tau_lo, tau_hi = fs.bisection_bracket(div, shifted, jnp.asarray(log_r))
 
         phi_lo, phi_hi = (np.sum(np.exp(log_r) * g_by_hand(name, np.asarray(shifted - tau)), -1) for tau in (tau_lo, tau_hi))
@@ -275,6 +276,8 @@ for name in VI_NAMES:
         assert np.allclose(policy.sum(-1), 1.0, atol=1e-10)
         after = solvers.exact_mdvi_step(model, reg, run.state)  # a fixed point
         assert np.allclose(np.asarray(after.q), np.asarray(run.state.q), atol=1e-8), (name, t)
+for name in VI_NAMES:
+    print(f"{name:>10}: mean support " + ", ".join(f"{support[name, t]:.2f} (t={t:g})" for t in sweep))
 assert all(support["kl", t] == 5 for t in sweep)  # the softmax never drops an action
 assert support["alpha:2", sweep[0]] < 2 and support["alpha:2", sweep[-1]] > support["alpha:2", sweep[0]]
 assert SMOKE or all(support["alpha:2", t] <= support["alpha:1.5", t] <= 5 for t in sweep)

@@ -689,7 +689,7 @@ def test_strided_blocks_with_the_largest_maxima_hold_the_largest_entries(seed):
     block_max = fs._block_maxima(lambda v: v, scores)
     expected = np.asarray(scores).reshape(6, fs.BLOCK, width).max(axis=1)
     np.testing.assert_array_equal(np.asarray(block_max), expected)
-    (candidates,) = fs._gather_blocks(jax.lax.top_k(block_max, kept)[1], scores)
+    (candidates,) = fs._top_blocks(block_max, kept, scores)
     assert candidates.shape == (6, kept * fs.BLOCK)
     top_of_candidates = np.sort(np.asarray(candidates), -1)[:, ::-1][:, :kept]
     top_of_rows = np.sort(np.asarray(scores), -1)[:, ::-1][:, :kept]
